@@ -1,0 +1,32 @@
+"""Errors that the CLI and the Slicer module turn into one clear sentence for the user."""
+
+
+class MedSegAIError(Exception):
+    """Base class of every error MedSegAILib raises on purpose."""
+
+
+class InputError(MedSegAIError, ValueError):
+    """The user's input (file, folder, image content, parameter) cannot be used.
+
+    The message names the problem in one sentence; the CLI prints it and exits with code 2.
+    """
+
+
+class MissingDependencyError(MedSegAIError, ImportError):
+    """An optional dependency (PyMaxflow, torch, MONAI, slicer-core) is not installed."""
+
+    def __init__(self, package: str, extra: str, purpose: str):
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            f"{purpose} needs the Python package '{package}', which is not installed; "
+            f"install it with: pip install 'medsegai[{extra}]'"
+        )
+
+
+class Cancelled(MedSegAIError):
+    """The user cancelled a running job; nothing was written."""
+
+
+class ResourceError(MedSegAIError):
+    """The job would need more memory (or another resource) than is available."""

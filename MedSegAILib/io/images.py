@@ -1,0 +1,165 @@
+"""Reading images with their geometry: NIfTI, NRRD, MHA/MHD and DICOM series folders.
+
+Everything is read through SimpleITK, so every image carries origin, spacing and direction
+(LPS patient coordinates, mm). Readers check what the methods rely on and raise
+:class:`~MedSegAILib.core.errors.InputError` with a sentence naming the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import List, Sequence, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..core.errors import InputError
+
+PathLike = Union[str, os.PathLike]
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".seg.nrrd")
+
+
+def case_name(path: PathLike) -> str:
+    """Name of a case: the file name without its image extension, or the DICOM folder's name."""
+    name = Path(path).name.rstrip("/")
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _read_dicom_folder(folder: Path) -> sitk.Image:
+    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or []
+    if not series_ids:
+        raise InputError(f"the folder '{folder}' holds no DICOM image series")
+    # The largest series is the image; others in the folder (scouts, dose reports) are ignored.
+    best = max(series_ids, key=lambda s: len(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), s)))
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), best)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    try:
+        return reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(f"the DICOM series in '{folder}' could not be read: {str(exc).splitlines()[0]}") from exc
+
+
+def read_image(path: PathLike) -> sitk.Image:
+    """Read an image file or a DICOM series folder.
+
+    Parameters
+    ----------
+    path : str or Path
+        A NIfTI/NRRD/MHA file, or a folder holding one DICOM series (the largest is taken).
+
+    Returns
+    -------
+    sitk.Image with the file's geometry.
+
+    Raises
+    ------
+    InputError
+        The path does not exist, is not an image, or cannot be read.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"the input '{p}' does not exist")
+    if p.is_dir():
+        return _read_dicom_folder(p)
+    try:
+        return sitk.ReadImage(str(p))
+    except RuntimeError as exc:
+        raise InputError(
+            f"the file '{p}' is not an image SimpleITK can read "
+            f"(NIfTI, NRRD, MHA, or a DICOM folder are expected)"
+        ) from exc
+
+
+def require_3d_scalar(image: sitk.Image, name: str = "the image") -> sitk.Image:
+    """Check that ``image`` is a 3D scalar volume with usable content; return it as Float32.
+
+    Raises InputError for 2D or 4D images, vector images, empty or constant volumes, and NaN or
+    infinite values.
+    """
+    dim = image.GetDimension()
+    if dim == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]
+        dim = 3
+    if dim != 3:
+        raise InputError(f"{name} is {dim}D with size {tuple(image.GetSize())}; a 3D volume is needed")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"{name} has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+            "give each channel as its own single-component volume"
+        )
+    if min(image.GetSize()) < 2:
+        raise InputError(f"{name} has size {tuple(image.GetSize())}; every axis needs at least 2 voxels")
+    arr = sitk.GetArrayViewFromImage(image)
+    if arr.size == 0:
+        raise InputError(f"{name} is empty")
+    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        raise InputError(f"{name} contains {bad} NaN or infinite voxel values")
+    if float(arr.min()) == float(arr.max()):
+        raise InputError(f"{name} is constant (every voxel is {float(arr.min()):g}); there is nothing to segment")
+    return sitk.Cast(image, sitk.sitkFloat32)
+
+
+def same_grid(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> bool:
+    """True when two images share size, origin, spacing and direction (within ``tol``)."""
+    return (
+        a.GetSize() == b.GetSize()
+        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tol)
+        and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tol)
+        and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol)
+    )
+
+
+def read_channels(paths: Sequence[PathLike]) -> List[sitk.Image]:
+    """Read co-registered channels of one case (e.g. T1, T2, FLAIR) as Float32 volumes.
+
+    All channels must share the first channel's grid; a mismatch raises InputError naming the
+    channel (resample beforehand, e.g. in Slicer with "Resample Scalar/Vector/DWI Volume").
+    """
+    if not paths:
+        raise InputError("no input image was given")
+    channels = []
+    for i, p in enumerate(paths):
+        img = require_3d_scalar(read_image(p), name=f"'{p}'")
+        if channels and not same_grid(channels[0], img):
+            raise InputError(
+                f"channel {i} '{p}' is not on the same voxel grid as channel 0 '{paths[0]}' "
+                "(size, origin, spacing and direction must match)"
+            )
+        channels.append(img)
+    return channels
+
+
+def split_multicomponent(image: sitk.Image) -> List[sitk.Image]:
+    """Split a vector image or a 4D image (last axis = channel) into 3D scalar channels."""
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        return [sitk.VectorIndexSelectionCast(image, i, sitk.sitkFloat32) for i in range(image.GetNumberOfComponentsPerPixel())]
+    if image.GetDimension() == 4:
+        return [sitk.Cast(image[:, :, :, i], sitk.sitkFloat32) for i in range(image.GetSize()[3])]
+    return [image]
+
+
+def file_sha256(path: PathLike) -> str:
+    """SHA-256 of a file, or of a folder's files in sorted order (DICOM series)."""
+    p = Path(path)
+    h = hashlib.sha256()
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    for f in files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def image_from_array(array: np.ndarray, reference: sitk.Image, is_vector: bool = False) -> sitk.Image:
+    """Wrap a (z, y, x) array (or (z, y, x, c) with ``is_vector``) on ``reference``'s grid."""
+    img = sitk.GetImageFromArray(array, isVector=is_vector)
+    img.CopyInformation(reference)
+    return img

@@ -1,0 +1,167 @@
+"""The one entry point: input -> method -> post-processing -> instances -> provenance.
+
+The CLI (``medsegai segment``), the Slicer module's background process and the tests all call
+:func:`segment` (images in memory) or :func:`segment_files` (paths).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import __version__
+from .core.errors import InputError
+from .core.progress import CancelToken, Progress, ProgressCallback
+from .core.result import Provenance, SegmentationResult
+from .io.images import file_sha256, read_channels, read_image, require_3d_scalar, same_grid
+from .methods.registry import MethodRequest, coerce_params, get_method
+from .postprocess.cleanup import PostprocessOptions, postprocess_labels
+from .postprocess.instances import label_instances
+from .uncertainty.entropy import entropy_image
+
+
+def _library_versions() -> Dict[str, str]:
+    from importlib import metadata
+
+    versions = {"python": platform.python_version(), "SimpleITK": sitk.Version.VersionString(), "numpy": np.__version__}
+    for pkg in ("scipy", "PyMaxflow", "torch", "monai", "slicer-core"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def read_seeds(path, reference: sitk.Image) -> sitk.Image:
+    """Read a seed labelmap and bring it onto ``reference``'s grid (nearest neighbour).
+
+    A seed file on another grid (e.g. painted on a resampled copy) is resampled in physical
+    space; seeds that fall outside the image raise InputError.
+    """
+    seeds = read_image(path)
+    if seeds.GetDimension() != 3:
+        raise InputError(f"the seed file '{path}' is {seeds.GetDimension()}D; a 3D labelmap is needed")
+    seeds = sitk.Cast(seeds, sitk.sitkUInt16)
+    if not same_grid(seeds, reference):
+        seeds = sitk.Resample(seeds, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16)
+    if not np.any(sitk.GetArrayViewFromImage(seeds)):
+        raise InputError(f"the seed file '{path}' has no seed voxels inside the image")
+    return seeds
+
+
+def segment(
+    channels: Sequence[sitk.Image],
+    method: str = "otsu",
+    params: Optional[Dict[str, Any]] = None,
+    *,
+    seeds: Optional[sitk.Image] = None,
+    atlases: Optional[Path] = None,
+    model: Optional[str] = None,
+    device: str = "auto",
+    postprocess: Optional[PostprocessOptions] = None,
+    input_files: Sequence[str] = (),
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+) -> SegmentationResult:
+    """Segment co-registered 3D volumes with a registered method.
+
+    Parameters
+    ----------
+    channels : sequence of sitk.Image
+        One or more 3D volumes on one grid; the result is on channel 0's grid.
+    method : str
+        A registered method name (see ``medsegai methods``).
+    params : dict
+        Method parameters; unknown names raise InputError.
+    seeds, atlases, model, device
+        Inputs that some methods need (see :class:`MethodRequest`).
+    postprocess : PostprocessOptions
+        Island removal, largest-component rules, hole filling, instance connectivity.
+    input_files : sequence of str
+        Paths of the inputs, recorded (with SHA-256) in the provenance.
+    progress : callable(fraction, message)
+    cancel : CancelToken
+
+    Returns
+    -------
+    SegmentationResult on channel 0's exact grid.
+    """
+    t0 = time.perf_counter()
+    spec = get_method(method)
+    checked = [require_3d_scalar(c, name=f"input channel {i}") for i, c in enumerate(channels)]
+    if not checked:
+        raise InputError("no input image was given")
+    for i, c in enumerate(checked[1:], start=1):
+        if not same_grid(checked[0], c):
+            raise InputError(f"input channel {i} is not on channel 0's voxel grid")
+    missing = [n for n, v in (("seeds", seeds), ("atlases", atlases), ("model", model)) if n in spec.needs and v is None]
+    if missing:
+        raise InputError(f"method '{method}' needs --{missing[0]}")
+    options = (postprocess or PostprocessOptions()).validate()
+    prog = Progress(progress, cancel)
+    request = MethodRequest(
+        channels=checked,
+        params=coerce_params(spec, params),
+        seeds=seeds,
+        atlases=Path(atlases) if atlases else None,
+        model=model,
+        device=device,
+        progress=prog.sub(0.0, 0.85),
+    )
+    prog.update(0.0, f"running {method}")
+    out = spec.load()(request)
+    prog.update(0.86, "post-processing")
+    labels = sitk.Cast(postprocess_labels(out.labels, options), sitk.sitkUInt16)
+    labels.CopyInformation(checked[0])
+    uncertainty = out.uncertainty
+    if uncertainty is None:
+        if out.probabilities is None:
+            raise RuntimeError(f"method '{method}' returned neither probabilities nor uncertainty")
+        uncertainty = entropy_image(out.probabilities)
+    uncertainty = sitk.Cast(uncertainty, sitk.sitkFloat32)
+    uncertainty.CopyInformation(checked[0])
+    prog.update(0.92, "instances")
+    instances, table, classes = label_instances(labels, out.classes, connectivity=options.connectivity, uncertainty=uncertainty)
+    provenance = Provenance(
+        method=spec.name,
+        family=spec.family,
+        parameters=out.parameters or request.params,
+        software_version=__version__,
+        input_files=[str(f) for f in input_files],
+        input_sha256=[file_sha256(f) for f in input_files if Path(f).exists()],
+        model_hash=out.model_hash,
+        wall_time_s=round(time.perf_counter() - t0, 3),
+        created_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        library_versions=_library_versions(),
+        postprocessing=options.to_dict(),
+        extra=out.extra,
+    )
+    prog.update(1.0, "done")
+    return SegmentationResult(
+        labels=labels,
+        instances=instances,
+        uncertainty=uncertainty,
+        classes=classes,
+        instance_table=table,
+        provenance=provenance,
+        probabilities=out.probabilities,
+    )
+
+
+def segment_files(
+    inputs: Sequence, method: str = "otsu", params: Optional[Dict[str, Any]] = None, *, seeds=None, **kwargs
+) -> SegmentationResult:
+    """Read ``inputs`` (files or DICOM folders, one per channel) and :func:`segment` them.
+
+    ``seeds`` may be a path (read and brought onto the input grid) or an image.
+    """
+    channels = read_channels(inputs)
+    if seeds is not None and not isinstance(seeds, sitk.Image):
+        seeds = read_seeds(seeds, channels[0])
+    return segment(channels, method, params, seeds=seeds, input_files=[str(p) for p in inputs], **kwargs)
