@@ -54,7 +54,8 @@ def label_instances(
     instances = np.zeros(arr.shape, dtype=np.uint32)
     next_id = 1
     for lab in present:
-        cc = sitk.GetArrayViewFromImage(
+        # A copy, not a view: the component image is a temporary.
+        cc = sitk.GetArrayFromImage(
             connected_components(sitk.GetImageFromArray((arr == lab).astype(np.uint8)), connectivity)
         )
         n = int(cc.max())
