@@ -95,7 +95,7 @@ def write_overview_png(
         ax.axis("off")
         ax = axes[1, col]
         ax.imshow(sl_a, cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="nearest")
-        im = ax.imshow(sl_u, cmap="inferno", vmin=0, vmax=1, alpha=0.75, aspect=aspect, interpolation="nearest")
+        im = ax.imshow(np.ma.masked_less(sl_u, 0.02), cmap="inferno", vmin=0, vmax=1, alpha=0.75, aspect=aspect, interpolation="nearest")
         ax.set_title(f"uncertainty, {name}", fontsize=9)
         ax.axis("off")
     fig.colorbar(im, ax=axes[1, :].tolist(), fraction=0.02, label="normalised entropy")
