@@ -1,0 +1,519 @@
+"""A :class:`SegmentationResult` as MRML nodes, and painted segments back as a seed labelmap.
+
+Works with real MRML: inside 3D Slicer, or in plain Python with the ``slicer-core`` package
+(``pip install 'medsegai[mrml]'``). Nothing here needs the Slicer application or Qt.
+
+Geometry: SimpleITK images are in LPS patient coordinates, MRML in RAS. A voxel index (i, j, k)
+maps to LPS by ``origin + direction @ (spacing * ijk)``; RAS is the same point with x and y
+negated, so the IJK-to-RAS matrix is ``diag(-1, -1, 1)`` times the IJK-to-LPS matrix. The
+helpers below copy origin, spacing and direction separately (never through a product), so a
+round trip SimpleITK -> MRML -> SimpleITK gives back the exact same numbers.
+
+Segment tags written on every segment made from a result (readable in Slicer's Python console
+with ``segment.GetTag(name)``, and kept in the ``.seg.nrrd``):
+
+===========================  ==============================================================
+``MedSegAI.InstanceId``      instance id, the voxel value in ``instances.nii.gz``
+``MedSegAI.ClassLabel``      semantic class label, the voxel value in ``labels.nii.gz``
+``MedSegAI.ClassName``       class name
+``MedSegAI.VolumeMm3``       instance volume in mm³
+``MedSegAI.MeanUncertainty`` mean per-voxel uncertainty of the instance (when known)
+``TerminologyEntry``         Slicer's standard terminology tag, where a code is known
+===========================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..core.errors import InputError, MissingDependencyError
+from ..core.result import SegmentationResult
+from .terminology import terminology_entry_string
+
+TAG_INSTANCE_ID = "MedSegAI.InstanceId"
+TAG_CLASS_LABEL = "MedSegAI.ClassLabel"
+TAG_CLASS_NAME = "MedSegAI.ClassName"
+TAG_VOLUME_MM3 = "MedSegAI.VolumeMm3"
+TAG_MEAN_UNCERTAINTY = "MedSegAI.MeanUncertainty"
+TAG_TERMINOLOGY = "TerminologyEntry"
+KNOWN_TAGS = (TAG_INSTANCE_ID, TAG_CLASS_LABEL, TAG_CLASS_NAME, TAG_VOLUME_MM3, TAG_MEAN_UNCERTAINTY, TAG_TERMINOLOGY)
+
+BINARY_LABELMAP = "Binary labelmap"
+CLOSED_SURFACE = "Closed surface"
+
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+def import_slicer():
+    """The ``slicer`` module (Slicer's own, or slicer-core's); MissingDependencyError if absent."""
+    try:
+        import slicer  # noqa: F401
+
+        if not hasattr(slicer, "vtkMRMLSegmentationNode"):
+            raise ImportError("slicer without MRML")
+    except ImportError:
+        raise MissingDependencyError("slicer-core", "mrml", "Working with MRML nodes") from None
+    _ensure_converter_rules(slicer)
+    return slicer
+
+
+def _ensure_converter_rules(slicer) -> None:
+    """Register Slicer's representation converters (labelmap <-> closed surface ...).
+
+    The Slicer application registers them at start-up (the segmentations module logic does);
+    with slicer-core nothing has, so the four standard rules are registered here. A
+    segmentation copies the rules when it is created, so this runs before any node is made.
+    """
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    if not factory.GetConverterRules():
+        for rule in (
+            "vtkBinaryLabelmapToClosedSurfaceConversionRule",
+            "vtkClosedSurfaceToBinaryLabelmapConversionRule",
+            "vtkClosedSurfaceToFractionalLabelmapConversionRule",
+            "vtkFractionalLabelmapToClosedSurfaceConversionRule",
+        ):
+            if hasattr(slicer, rule):
+                factory.RegisterConverterRule(getattr(slicer, rule)())
+
+
+def segmentations_logic(scene):
+    """A segmentations module logic bound to ``scene`` (Slicer's own when running in Slicer)."""
+    slicer = import_slicer()
+    mod = getattr(slicer, "modules", None)
+    if mod is not None and hasattr(mod, "segmentations") and scene is getattr(slicer, "mrmlScene", None):
+        return mod.segmentations.logic()
+    logic = slicer.vtkSlicerSegmentationsModuleLogic()
+    logic.SetMRMLScene(scene)
+    return logic
+
+
+# --- geometry -----------------------------------------------------------------------------------
+
+
+def ras_geometry(image: sitk.Image):
+    """(origin_ras, spacing, directions_ras 3x3 with columns = axis directions) of a SimpleITK image."""
+    direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
+    origin = _LPS_TO_RAS @ np.array(image.GetOrigin(), dtype=float)
+    return origin, tuple(float(s) for s in image.GetSpacing()), _LPS_TO_RAS @ direction
+
+
+def ijk_to_ras_matrix(image: sitk.Image):
+    """vtkMatrix4x4 mapping voxel indices (i, j, k) of ``image`` to RAS mm."""
+    import vtk
+
+    origin, spacing, directions = ras_geometry(image)
+    m = vtk.vtkMatrix4x4()
+    for r in range(3):
+        for c in range(3):
+            m.SetElement(r, c, directions[r, c] * spacing[c])
+        m.SetElement(r, 3, origin[r])
+    return m
+
+
+def _vtk_type_for(array: np.ndarray) -> int:
+    from vtk.util import numpy_support
+
+    return numpy_support.get_vtk_array_type(array.dtype)
+
+
+def _image_data_from_array(array: np.ndarray):
+    """vtkImageData (origin 0, spacing 1) holding a (z, y, x) array; x varies fastest as in VTK."""
+    import vtk
+    from vtk.util import numpy_support
+
+    arr = np.ascontiguousarray(array)
+    img = vtk.vtkImageData()
+    img.SetDimensions(arr.shape[2], arr.shape[1], arr.shape[0])
+    scalars = numpy_support.numpy_to_vtk(arr.ravel(), deep=True, array_type=_vtk_type_for(arr))
+    scalars.SetName("ImageScalars")
+    img.GetPointData().SetScalars(scalars)
+    return img
+
+
+def _array_from_image_data(image_data) -> np.ndarray:
+    from vtk.util import numpy_support
+
+    dims = image_data.GetDimensions()
+    scalars = image_data.GetPointData().GetScalars()
+    arr = numpy_support.vtk_to_numpy(scalars)
+    if scalars.GetNumberOfComponents() > 1:
+        return arr.reshape(dims[2], dims[1], dims[0], scalars.GetNumberOfComponents()).copy()
+    return arr.reshape(dims[2], dims[1], dims[0]).copy()
+
+
+def _set_node_geometry(node, image: sitk.Image) -> None:
+    import vtk
+
+    origin, spacing, directions = ras_geometry(image)
+    node.SetOrigin(*origin)
+    node.SetSpacing(*spacing)
+    m = vtk.vtkMatrix4x4()
+    for r in range(3):
+        for c in range(3):
+            m.SetElement(r, c, directions[r, c])
+    node.SetIJKToRASDirectionMatrix(m)
+
+
+def _sitk_from_array_and_geometry(arr: np.ndarray, origin_ras, spacing, directions_ras) -> sitk.Image:
+    img = sitk.GetImageFromArray(arr, isVector=arr.ndim == 4)
+    img.SetOrigin([float(v) for v in _LPS_TO_RAS @ np.asarray(origin_ras, dtype=float)])
+    img.SetSpacing([float(s) for s in spacing])
+    img.SetDirection([float(v) for v in (_LPS_TO_RAS @ np.asarray(directions_ras, dtype=float)).ravel()])
+    return img
+
+
+def sitk_to_volume_node(image: sitk.Image, scene, name: str = "Volume", *, node_class: str = "vtkMRMLScalarVolumeNode", node=None):
+    """Add ``image`` to ``scene`` as a volume node with the image's exact geometry.
+
+    Parameters
+    ----------
+    image : sitk.Image
+        3D scalar image (LPS geometry).
+    scene : vtkMRMLScene
+    name : str
+        Node name (made unique by the scene if taken).
+    node_class : str
+        "vtkMRMLScalarVolumeNode" or "vtkMRMLLabelMapVolumeNode".
+    node : vtkMRMLVolumeNode or None
+        An existing node to fill instead of adding a new one.
+
+    Returns
+    -------
+    The volume node (with a display node when the scene can create one).
+    """
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError("only 3D scalar images can become a volume node")
+    if node is None:
+        node = scene.AddNewNodeByClass(node_class, scene.GenerateUniqueName(name))
+    node.SetAndObserveImageData(_image_data_from_array(sitk.GetArrayViewFromImage(image)))
+    _set_node_geometry(node, image)
+    if node.GetDisplayNode() is None and hasattr(node, "CreateDefaultDisplayNodes"):
+        node.CreateDefaultDisplayNodes()
+    return node
+
+
+def volume_node_to_sitk(node) -> sitk.Image:
+    """The voxels and exact geometry (LPS) of a volume node as a SimpleITK image.
+
+    A parent transform on the node is not applied (MedSegAI never sets one; harden it first).
+    """
+    import vtk
+
+    image_data = node.GetImageData()
+    if image_data is None:
+        raise InputError(f"the volume node '{node.GetName()}' has no image data")
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASDirectionMatrix(m)
+    directions = np.array([[m.GetElement(r, c) for c in range(3)] for r in range(3)])
+    return _sitk_from_array_and_geometry(_array_from_image_data(image_data), node.GetOrigin(), node.GetSpacing(), directions)
+
+
+def oriented_image_from_sitk(image: sitk.Image):
+    """A ``vtkOrientedImageData`` (Slicer's labelmap-with-geometry) holding ``image`` in RAS."""
+    import vtk
+
+    slicer = import_slicer()
+    oriented = slicer.vtkOrientedImageData()
+    oriented.ShallowCopy(_image_data_from_array(sitk.GetArrayViewFromImage(image)))
+    origin, spacing, directions = ras_geometry(image)
+    oriented.SetOrigin(*origin)
+    oriented.SetSpacing(*spacing)
+    m = vtk.vtkMatrix4x4()
+    for r in range(3):
+        for c in range(3):
+            m.SetElement(r, c, directions[r, c])
+    oriented.SetDirectionMatrix(m)
+    return oriented
+
+
+def sitk_from_oriented_image(oriented) -> sitk.Image:
+    """Inverse of :func:`oriented_image_from_sitk`; the extent's start becomes the origin."""
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    oriented.GetDirectionMatrix(m)
+    directions = np.array([[m.GetElement(r, c) for c in range(3)] for r in range(3)])
+    spacing = oriented.GetSpacing()
+    extent = oriented.GetExtent()
+    origin = np.array(oriented.GetOrigin()) + directions @ (np.array(spacing) * np.array(extent[0::2]))
+    return _sitk_from_array_and_geometry(_array_from_image_data(oriented), origin, spacing, directions)
+
+
+def segment_tag(segment, name: str) -> Optional[str]:
+    """A vtkSegment's tag value, or None (``GetTag`` fills an output argument in Python)."""
+    import vtk
+
+    value = vtk.reference("")
+    return str(value) if segment.GetTag(name, value) else None
+
+
+def _smallest_unsigned(max_value: int):
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if max_value <= np.iinfo(dtype).max:
+            return dtype
+    raise InputError(f"{max_value} instances are more than a segmentation can hold")
+
+
+# --- result -> nodes ----------------------------------------------------------------------------
+
+
+def result_to_segmentation_node(
+    result: SegmentationResult,
+    scene,
+    name: str = "MedSegAI segmentation",
+    reference_volume_node=None,
+    *,
+    node=None,
+):
+    """One segment per instance of ``result``, in a new (or the given) segmentation node.
+
+    Parameters
+    ----------
+    result : SegmentationResult
+    scene : vtkMRMLScene
+    name : str
+        Node name (made unique by the scene).
+    reference_volume_node : vtkMRMLVolumeNode or None
+        Sets the segmentation's reference geometry (Segment Editor's "source volume"
+        geometry). Without it the reference geometry is the result's labelmap grid.
+    node : vtkMRMLSegmentationNode or None
+        Existing node to replace the segments of (the user chose it as output).
+
+    Returns
+    -------
+    vtkMRMLSegmentationNode. Segment ``k`` (in instance-id order) has ID ``instance_<id>``,
+    name ``record.segment_name`` ("<class> <n>"), the class colour, label value = instance id
+    in one shared binary labelmap on the result's grid, and the tags listed in this module's
+    docstring.
+    """
+    slicer = import_slicer()
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", scene.GenerateUniqueName(name))
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
+    segmentation = node.GetSegmentation()
+    segmentation.RemoveAllSegments()
+    segmentation.SetSourceRepresentationName(BINARY_LABELMAP) if hasattr(
+        segmentation, "SetSourceRepresentationName"
+    ) else segmentation.SetMasterRepresentationName(BINARY_LABELMAP)
+
+    max_id = max((r.instance_id for r in result.instance_table), default=0)
+    inst = sitk.GetArrayViewFromImage(result.instances).astype(_smallest_unsigned(max_id))
+    grid = sitk.GetImageFromArray(inst)
+    grid.CopyInformation(result.instances)
+    shared = oriented_image_from_sitk(grid)  # one layer: instances never overlap
+
+    geometry_name = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+    if reference_volume_node is not None:
+        node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume_node)
+    else:
+        segmentation.SetConversionParameter(geometry_name, slicer.vtkSegmentationConverter.SerializeImageGeometry(shared))
+
+    classes = {c.label: c for c in result.classes}
+    was_modifying = node.StartModify()
+    try:
+        for rec in result.instance_table:
+            info = classes.get(rec.class_label)
+            segment = slicer.vtkSegment()
+            segment.SetName(rec.segment_name or f"{rec.class_name} {rec.instance_id}")
+            if info is not None:
+                segment.SetColor(*info.color)
+            segment.SetLabelValue(int(rec.instance_id))
+            segment.AddRepresentation(BINARY_LABELMAP, shared)
+            for tag, value in _segment_tags(rec, info).items():
+                segment.SetTag(tag, value)
+            segment.SetNameAutoGenerated(False)
+            segment.SetColorAutoGenerated(False)
+            segmentation.AddSegment(segment, f"instance_{rec.instance_id}")
+    finally:
+        node.EndModify(was_modifying)
+    return node
+
+
+def _segment_tags(rec, info) -> Dict[str, str]:
+    tags = {
+        TAG_INSTANCE_ID: str(rec.instance_id),
+        TAG_CLASS_LABEL: str(rec.class_label),
+        TAG_CLASS_NAME: rec.class_name,
+        TAG_VOLUME_MM3: f"{rec.volume_mm3:.4f}",
+    }
+    if rec.mean_uncertainty is not None:
+        tags[TAG_MEAN_UNCERTAINTY] = f"{rec.mean_uncertainty:.6f}"
+    entry = terminology_entry_string(info) if info is not None else ""
+    if entry:
+        tags[TAG_TERMINOLOGY] = entry
+    return tags
+
+
+# Anchor colours of matplotlib's "inferno" map (perceptually uniform, readable in greyscale).
+_INFERNO = np.array(
+    [
+        [0.001462, 0.000466, 0.013866],
+        [0.258234, 0.038571, 0.406485],
+        [0.578304, 0.148039, 0.404411],
+        [0.865006, 0.316822, 0.226055],
+        [0.987053, 0.645320, 0.039886],
+        [0.988362, 0.998364, 0.644924],
+    ]
+)
+
+
+def uncertainty_color_node(scene, name: str = "MedSegAI uncertainty"):
+    """A 256-entry colour table (inferno) for uncertainty in [0, 1]; reused if already in the scene.
+
+    In Slicer the built-in "Inferno" table is used when present.
+    """
+    builtin = scene.GetNodeByID("vtkMRMLColorTableNodeFileInferno.txt")
+    if builtin is not None:
+        return builtin
+    existing = scene.GetFirstNodeByName(name)
+    if existing is not None and existing.IsA("vtkMRMLColorTableNode"):
+        return existing
+    node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
+    node.SetTypeToUser()
+    node.SetNumberOfColors(256)
+    node.SetNamesInitialised(True) if hasattr(node, "SetNamesInitialised") else None
+    x = np.linspace(0, 1, len(_INFERNO))
+    for i in range(256):
+        t = i / 255.0
+        r, g, b = (float(np.interp(t, x, _INFERNO[:, c])) for c in range(3))
+        node.SetColor(i, f"{t:.3f}", r, g, b, 1.0)
+    node.SetAttribute("Category", "MedSegAI")
+    return node
+
+
+def uncertainty_to_volume_node(result: SegmentationResult, scene, name: str = "MedSegAI uncertainty"):
+    """The per-voxel uncertainty as a scalar volume (window 0..1) shown with an inferno colour table."""
+    node = sitk_to_volume_node(sitk.Cast(result.uncertainty, sitk.sitkFloat32), scene, name)
+    display = node.GetDisplayNode()
+    if display is None:
+        display = scene.AddNewNodeByClass("vtkMRMLScalarVolumeDisplayNode")
+        node.SetAndObserveDisplayNodeID(display.GetID())
+    display.SetAndObserveColorNodeID(uncertainty_color_node(scene).GetID())
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(0.0, 1.0)
+    node.SetAttribute("MedSegAI.Role", "uncertainty")
+    return node
+
+
+def instance_table_to_table_node(result: SegmentationResult, scene, name: str = "MedSegAI instances"):
+    """A table node with one row per instance and the columns of ``instances.csv``.
+
+    Integer columns are vtkIntArray, measurements vtkDoubleArray (missing values NaN), names
+    vtkStringArray; column order is that of ``instances.csv``.
+    """
+    import vtk
+
+    rows = [r.to_row() for r in result.instance_table]
+    columns: List[str] = []
+    if rows:
+        for row in rows:
+            columns += [k for k in row if k not in columns]
+    else:
+        from ..core.result import InstanceRecord
+
+        columns = list(InstanceRecord(0, 0, "", 0, 0.0, [0, 0, 0], [0, 0, 0], [0, 0, 0]).to_row())
+    table = vtk.vtkTable()
+    for col in columns:
+        values = [row.get(col) for row in rows]
+        present = [v for v in values if v is not None]
+        if present and all(isinstance(v, str) for v in present) or col in ("segment_name", "class_name"):
+            arr = vtk.vtkStringArray()
+            for v in values:
+                arr.InsertNextValue("" if v is None else str(v))
+        elif present and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in present) and len(present) == len(values):
+            arr = vtk.vtkIntArray()
+            for v in values:
+                arr.InsertNextValue(int(v))
+        else:
+            arr = vtk.vtkDoubleArray()
+            for v in values:
+                arr.InsertNextValue(math.nan if v is None or isinstance(v, str) else float(v))
+        arr.SetName(col)
+        table.AddColumn(arr)
+    node = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName(name))
+    node.SetAndObserveTable(table)
+    node.SetUseColumnNameAsColumnHeader(True)
+    node.SetAttribute("MedSegAI.Role", "instances")
+    return node
+
+
+# --- nodes -> seeds -----------------------------------------------------------------------------
+
+
+def segment_ids(seg_node) -> List[str]:
+    """Segment IDs of a segmentation node, in display order."""
+    segmentation = seg_node.GetSegmentation()
+    return [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+
+
+def seeds_from_segmentation_node(
+    seg_node,
+    reference: Union[sitk.Image, "object"],
+    segment_ids_to_use: Optional[Sequence[str]] = None,
+) -> sitk.Image:
+    """Painted segments as a seed labelmap on a reference grid (as Grow from seeds uses them).
+
+    Parameters
+    ----------
+    seg_node : vtkMRMLSegmentationNode
+        Segments painted in the Segment Editor (any representation; binary labelmap is used).
+    reference : sitk.Image or vtkMRMLVolumeNode
+        The grid of the image to segment.
+    segment_ids_to_use : sequence of str or None
+        Which segments, in which order; default all, in the node's order.
+
+    Returns
+    -------
+    sitk.Image (UInt16) on the reference grid: segment k (1-based, in order) has label k,
+    0 elsewhere. Where segments overlap the later one wins.
+    """
+    slicer = import_slicer()
+    ids = list(segment_ids_to_use) if segment_ids_to_use is not None else segment_ids(seg_node)
+    if not ids:
+        raise InputError(f"the segmentation '{seg_node.GetName()}' has no segments to use as seeds")
+    if isinstance(reference, sitk.Image):
+        ref_image = reference
+    else:
+        ref_image = volume_node_to_sitk(reference)
+    # Every segment's binary labelmap, resampled onto the reference grid (Slicer's own routine).
+    ref_geom = sitk.Image(ref_image.GetSize(), sitk.sitkUInt8)
+    ref_geom.CopyInformation(ref_image)
+    ref_oriented = oriented_image_from_sitk(ref_geom)
+    seeds = np.zeros(sitk.GetArrayViewFromImage(ref_geom).shape, dtype=np.uint16)
+    for k, sid in enumerate(ids, start=1):
+        segment = seg_node.GetSegmentation().GetSegment(sid)
+        if segment is None:
+            raise InputError(f"the segmentation '{seg_node.GetName()}' has no segment '{sid}'")
+        binary = slicer.vtkOrientedImageData()
+        seg_node.GetBinaryLabelmapRepresentation(sid, binary)
+        if binary.IsEmpty():
+            continue
+        resampled = slicer.vtkOrientedImageData()
+        slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+            binary, ref_oriented, resampled, False, False
+        )
+        mask = _array_from_image_data(resampled) > 0
+        if mask.shape != seeds.shape:  # Slicer crops to the overlap; place it by its extent
+            mask = _place_in_extent(mask, resampled.GetExtent(), seeds.shape)
+        seeds[mask] = k
+    if not seeds.any():
+        raise InputError(f"the segments of '{seg_node.GetName()}' have no voxels inside the image")
+    out = sitk.GetImageFromArray(seeds)
+    out.CopyInformation(ref_image)
+    return out
+
+
+def _place_in_extent(mask: np.ndarray, extent, shape) -> np.ndarray:
+    """A (z, y, x) mask with VTK ``extent`` pasted into a zero array of ``shape`` (index 0 based)."""
+    full = np.zeros(shape, dtype=bool)
+    x0, y0, z0 = extent[0], extent[2], extent[4]
+    zs = slice(max(z0, 0), min(z0 + mask.shape[0], shape[0]))
+    ys = slice(max(y0, 0), min(y0 + mask.shape[1], shape[1]))
+    xs = slice(max(x0, 0), min(x0 + mask.shape[2], shape[2]))
+    full[zs, ys, xs] = mask[zs.start - z0 : zs.stop - z0, ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
+    return full
