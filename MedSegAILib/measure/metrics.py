@@ -52,7 +52,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from ..core.errors import InputError
-from .panoptic import panoptic_labelmaps
+from .panoptic import _merge_boxes, label_boxes, panoptic_labelmaps
 
 _CROSS = ndimage.generate_binary_structure(3, 1)
 
@@ -324,10 +324,18 @@ def evaluate_labelmaps(
     panoptic = panoptic_labelmaps(
         p_arr, r_arr, labels, pred_instances=inst[0], ref_instances=inst[1], connectivity=connectivity, iou_threshold=iou_threshold
     )
+    boxes_p = label_boxes(p_arr, labels)
+    boxes_r = label_boxes(r_arr, labels)
     classes: Dict[str, Dict] = {}
     for lab in labels:
-        pm = p_arr == lab
-        rm = r_arr == lab
+        # Every score depends only on the union of the two masks: crop to its bounding box plus
+        # one voxel (distances and boundaries are unchanged, see surface_distances).
+        box = _merge_boxes(boxes_p[lab], boxes_r[lab])
+        if box is None:
+            box = tuple(slice(0, 0) for _ in p_arr.shape)
+        box = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, n)) for b, n in zip(box, p_arr.shape))
+        pm = p_arr[box] == lab
+        rm = r_arr[box] == lab
         m = overlap_metrics(pm, rm, voxel_mm3)
         m.update(surface_metrics(pm, rm, spacing_zyx, tolerance_mm=tolerance_mm))
         pq = panoptic["per_class"][str(lab)]

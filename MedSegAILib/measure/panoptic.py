@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 
 def connected_instances(mask: np.ndarray, connectivity: int = 26) -> np.ndarray:
@@ -49,11 +50,43 @@ def connected_instances(mask: np.ndarray, connectivity: int = 26) -> np.ndarray:
 
 def _relabel_consecutive(inst: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Map ids to 1..N (0 stays 0); returns (relabelled array, original ids of 1..N)."""
-    ids, inverse = np.unique(inst, return_inverse=True)
-    inverse = inverse.reshape(inst.shape)
-    if ids.size and ids[0] == 0:
-        return inverse.astype(np.int64), ids[1:]
-    return (inverse + 1).astype(np.int64), ids
+    nz = inst > 0
+    vals = inst[nz]
+    ids = np.unique(vals)
+    out = np.zeros(inst.shape, dtype=np.int64)
+    out[nz] = np.searchsorted(ids, vals) + 1
+    return out, ids
+
+
+def union_box(*masks: np.ndarray, margin: int = 0) -> Optional[Tuple[slice, ...]]:
+    """Bounding box (slices) of the union of masks, grown by ``margin``; None when all are empty."""
+    fg = np.zeros(masks[0].shape, dtype=bool)
+    for m in masks:
+        fg |= m
+    if not fg.any():
+        return None
+    box = []
+    for d in range(fg.ndim):
+        idx = np.flatnonzero(fg.any(axis=tuple(a for a in range(fg.ndim) if a != d)))
+        box.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + margin + 1, fg.shape[d])))
+    return tuple(box)
+
+
+def _merge_boxes(a, b):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
+
+
+def label_boxes(labels: np.ndarray, wanted: Sequence[int]) -> Dict[int, Optional[Tuple[slice, ...]]]:
+    """Bounding box of each wanted label value (None when absent), in one pass."""
+    lab = labels if labels.dtype.kind in "iu" and labels.dtype.itemsize <= 8 else labels.astype(np.int64)
+    top = max([int(v) for v in wanted] + [0])
+    # find_objects on a clipped copy: labels above the largest wanted one are irrelevant here.
+    objs = ndimage.find_objects(np.where(lab <= top, lab, 0).astype(np.int64), max_label=top) if top else []
+    return {int(v): (objs[int(v) - 1] if 0 < int(v) <= len(objs) else None) for v in wanted}
 
 
 @dataclass
@@ -100,8 +133,11 @@ def match_instances(pred: np.ndarray, ref: np.ndarray, *, iou_threshold: float =
         raise ValueError(f"pred and ref must have the same shape, got {pred.shape} and {ref.shape}")
     if not 0.5 <= iou_threshold < 1.0:
         raise ValueError(f"iou_threshold must be in [0.5, 1), got {iou_threshold}")
-    p, p_ids = _relabel_consecutive(pred)
-    r, r_ids = _relabel_consecutive(ref)
+    box = union_box(pred > 0, ref > 0)
+    if box is None:
+        return InstanceMatching()
+    p, p_ids = _relabel_consecutive(pred[box])
+    r, r_ids = _relabel_consecutive(ref[box])
     n_p, n_r = p_ids.size, r_ids.size
     out = InstanceMatching(pred_ids=[int(i) for i in p_ids], ref_ids=[int(i) for i in r_ids])
     p_size = np.bincount(p.ravel(), minlength=n_p + 1)
@@ -232,9 +268,17 @@ def panoptic_labelmaps(
     """
     per_class: Dict[str, Dict] = {}
     detection_per_class: Dict[str, Dict] = {}
+    boxes_p = label_boxes(pred_labels, labels)
+    boxes_r = label_boxes(ref_labels, labels)
     for lab in labels:
-        p = class_instances(pred_labels, lab, pred_instances, connectivity=connectivity)
-        r = class_instances(ref_labels, lab, ref_instances, connectivity=connectivity)
+        # Components are computed inside the class's bounding box (plus one voxel, so that
+        # connectivity is unaffected by the crop); results equal those on the full volume.
+        box = _merge_boxes(boxes_p[lab], boxes_r[lab])
+        if box is None:
+            box = tuple(slice(0, 0) for _ in pred_labels.shape)
+        box = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, n)) for b, n in zip(box, pred_labels.shape))
+        p = class_instances(pred_labels[box], lab, None if pred_instances is None else pred_instances[box], connectivity=connectivity)
+        r = class_instances(ref_labels[box], lab, None if ref_instances is None else ref_instances[box], connectivity=connectivity)
         m = match_instances(p, r, iou_threshold=iou_threshold)
         per_class[str(lab)] = _pq_from_counts(len(m.pairs), len(m.unmatched_pred), len(m.unmatched_ref), sum(x[2] for x in m.pairs))
         detection_per_class[str(lab)] = _detection_from_matching(m)
