@@ -85,15 +85,17 @@ class TextProgressBar:
         self.always = always
         self._t0 = time.monotonic()
         self._last = ""
+        self._last_fraction = -1.0
         self._drawn = False
 
     def __call__(self, fraction: float, message: str) -> None:
         if time.monotonic() - self._t0 < self.delay:
             return
         if not (self.always or getattr(self.stream, "isatty", lambda: False)()):
-            if message and message != self._last:
+            # A log, not a terminal: one line per 10% step (and the last), so logs stay short.
+            if message != self._last and (fraction >= self._last_fraction + 0.1 or fraction >= 1.0):
                 self.stream.write(f"[{fraction * 100:5.1f}%] {message}\n")
-                self._last = message
+                self._last, self._last_fraction = message, fraction
             return
         filled = int(round(fraction * self.width))
         line = f"\r[{'#' * filled}{'.' * (self.width - filled)}] {fraction * 100:5.1f}% {message[:60]:<60}"
