@@ -109,7 +109,8 @@ def firstorder_features(values: np.ndarray, *, bin_width: float = 25.0, voxel_vo
         "InterquartileRange": float(p75 - p25),
         "Range": float(x.max() - x.min()),
         "MeanAbsoluteDeviation": float(np.mean(np.abs(d))),
-        "RobustMeanAbsoluteDeviation": float(np.mean(np.abs(robust - robust.mean()))),
+        # NaN when no value lies in [P10, P90] (two distinct values), as pyradiomics.
+        "RobustMeanAbsoluteDeviation": float(np.mean(np.abs(robust - robust.mean()))) if robust.size else float("nan"),
         "RootMeanSquared": float(math.sqrt(energy / n)),
         "StandardDeviation": float(math.sqrt(m2)),
         "Skewness": float(0.0 if m2 == 0 else m3 / m2**1.5),
