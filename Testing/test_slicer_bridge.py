@@ -8,7 +8,9 @@ Exported surfaces must be closed and lie where the labelmap is.
 from __future__ import annotations
 
 import csv
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -299,3 +301,90 @@ def test_otsu_result_instances_match_seg_nrrd_segments(hippocampus_case, tmp_pat
     assert len(back.segments) == len(result.instance_table) > 0
     assert [s.tags["MedSegAI.InstanceId"] for s in back.segments] == [str(r.instance_id) for r in result.instance_table]
     np.testing.assert_array_equal(sitk.GetArrayViewFromImage(back.labelmap), sitk.GetArrayViewFromImage(result.instances))
+
+
+# --- the module's logic (MedSegAILib.slicer_bridge.module_logic) --------------------------------
+
+
+def test_module_requirements_and_install_plan():
+    from MedSegAILib.slicer_bridge import module_logic as ml
+
+    assert ml.requirements_for("otsu", "classical") == []
+    deep = ml.requirements_for("deep", "deep")
+    assert [r.module for r in deep] == ["torch", "monai", "safetensors"]
+    assert deep[0].installer == "pytorch" and ml.torch_version_requirement() == "==2.13.0"
+    graphcut = ml.requirements_for("graphcut", "classical")
+    assert [r.distribution for r in graphcut] == ["PyMaxflow>=1.3"]
+    missing = ml.missing_requirements("deep", "deep", is_installed=lambda m: m == "safetensors")
+    plan = ml.install_plan(missing)
+    assert plan == {"pytorch": ["torch==2.13.0"], "pip": ["monai>=1.4"]}
+    assert "GPL-3.0" in ml.install_question("graphcut", graphcut)
+    assert ml.missing_requirements("otsu") == []
+    assert "otsu" in [s.name for s in ml.methods_by_family()["classical"]]
+
+
+def test_module_builds_the_cli_command_the_cli_accepts(tmp_path):
+    from MedSegAILib.cli import build_parser
+    from MedSegAILib.slicer_bridge import module_logic as ml
+
+    settings = ml.RunSettings(
+        method="otsu",
+        methodParameters=ml.parameters_to_json({"n_classes": 3, "smoothing_mm": 0.5, "unknown": 1}),
+        minIslandMm3=20.0,
+        keepFraction=0.1,
+        fillHoles=True,
+        connectivity=6,
+        radiomics=False,
+    )
+    args = ml.build_segment_arguments(["a.nrrd", "b.nrrd"], tmp_path / "out", settings)
+    parsed = build_parser().parse_args(args)
+    assert parsed.inputs == ["a.nrrd,b.nrrd"] and parsed.method == "otsu"
+    assert sorted(parsed.param) == ["n_classes=3", "smoothing_mm=0.5"]  # defaults and unknown names left out
+    assert (parsed.min_island_mm3, parsed.keep_fraction, parsed.fill_holes, parsed.connectivity) == (20.0, 0.1, True, 6)
+    assert parsed.no_radiomics and parsed.overwrite and not parsed.keep_largest
+    assert ml.python_command("/x/PythonSlicer", args)[:3] == ["/x/PythonSlicer", "-m", "MedSegAILib.cli"]
+    with pytest.raises(InputError):
+        ml.build_segment_arguments([], tmp_path, settings)
+    env = ml.subprocess_environment({"PYTHONPATH": "/a"}, "/lib")
+    assert env["PYTHONPATH"].split(":") == ["/lib", "/a"]
+    assert ml.parse_progress_line("[ 42.5%] case: running otsu") == (0.425, "case: running otsu")
+    assert ml.parse_progress_line("something else") is None
+    assert ml.error_from_output(["x", "medsegai: error: the input 'a' does not exist"], 2) == "the input 'a' does not exist"
+    assert ml.parameter_label("smoothing_mm") == "Smoothing (mm)" and ml.parameter_label("n_classes") == "Number of classes"
+    assert ml.parameter_kind(True) == "bool" and ml.parameter_kind(3) == "int" and ml.parameter_kind(0.5) == "float"
+
+
+def test_module_runs_the_cli_and_loads_the_case(tmp_path):
+    """What the panel does, end to end: a background CLI run on a sample case, loaded into nodes."""
+    import os
+    import subprocess
+    import sys
+
+    from MedSegAILib.slicer_bridge import module_logic as ml
+
+    cases = ml.sample_cases()
+    assert len(cases) >= 1 and len(cases[0].image_sha256) == 64
+    case = cases[0]
+    out = tmp_path / "out"
+    args = ml.build_segment_arguments([str(case.image)], out, ml.RunSettings(minIslandMm3=30.0))
+    lib_parent = str(Path(ml.__file__).resolve().parents[2])
+    proc = subprocess.run(
+        ml.python_command(sys.executable, args), env=ml.subprocess_environment(dict(os.environ), lib_parent),
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert ml.check_case_outputs(out, case.label) == []
+    scene = slicer.vtkMRMLScene()
+    volume = sn.sitk_to_volume_node(sitk.ReadImage(str(case.image)), scene, "image")
+    existing = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "mine")
+    nodes = ml.load_case_into_scene(out, scene, reference_volume_node=volume)
+    n = nodes.segmentation.GetSegmentation().GetNumberOfSegments()
+    assert n == nodes.table.GetNumberOfRows() > 0 and nodes.segmentation is not existing
+    assert existing.GetSegmentation().GetNumberOfSegments() == 0  # nothing the user had changed
+    assert nodes.uncertainty.GetDisplayNode().GetColorNode() is not None
+    assert json.loads(nodes.segmentation.GetAttribute("MedSegAI.Provenance"))["method"] == "otsu"
+    # Seeds painted in a segmentation node become the --seeds file on the image grid.
+    seeds = ml.seeds_file_for_segmentation(nodes.segmentation, volume, tmp_path / "seeds.nii.gz")
+    seed_img = sitk.ReadImage(str(seeds))
+    assert_same_geometry(seed_img, sitk.ReadImage(str(case.image)))
+    assert int(sitk.GetArrayViewFromImage(seed_img).max()) == n
