@@ -308,7 +308,7 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         family = self.ui.methodFamilyComboBox.itemData(index)
         methods = self._methods.get(family, [])
-        with slicer.util.NodeModify(self._parameterNode):
+        with slicer.util.NodeModify(self._parameterNode.parameterNode):
             self._parameterNode.methodFamily = family
             if methods and self._parameterNode.method not in [m.name for m in methods]:
                 self._parameterNode.method = methods[0].name
@@ -319,7 +319,7 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         method = self.ui.methodComboBox.itemData(index)
         if method != self._parameterNode.method:
-            with slicer.util.NodeModify(self._parameterNode):
+            with slicer.util.NodeModify(self._parameterNode.parameterNode):
                 self._parameterNode.method = method
                 self._parameterNode.methodParameters = "{}"
 
@@ -414,7 +414,7 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onFinished(self, ok: bool, message: str) -> None:
         self.ui.progressBar.visible = False
         self.ui.statusLabel.text = message
-        if not ok and message and message != _("Cancelled; the scene is unchanged."):
+        if not ok and message:
             slicer.util.errorDisplay(_("Segmentation failed: {message}").format(message=message))
         self._updateButtons()
 
@@ -518,6 +518,7 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
             python_command,
             seeds_file_for_segmentation,
             subprocess_environment,
+            write_volume_for_run,
         )
 
         if self.isRunning():
@@ -529,9 +530,7 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
         for i, node in enumerate([p.inputVolume, p.extraChannel1, p.extraChannel2]):
             if node is None:
                 continue
-            path = os.path.join(self._workFolder, f"channel{i}.nrrd")
-            slicer.util.exportNode(node, path) if hasattr(slicer.util, "exportNode") else slicer.util.saveNode(node, path)
-            inputs.append(path)
+            inputs.append(str(write_volume_for_run(node, os.path.join(self._workFolder, f"channel{i}.nrrd"))))
         seeds = None
         if p.seedSegmentation is not None and p.seedSegmentation.GetSegmentation().GetNumberOfSegments():
             seeds = str(seeds_file_for_segmentation(p.seedSegmentation, p.inputVolume, os.path.join(self._workFolder, "seeds.nii.gz")))
@@ -561,14 +560,16 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
         self._process.setProcessEnvironment(env)
         self._process.setProcessChannelMode(qt.QProcess.MergedChannels)
         self._process.connect("readyReadStandardOutput()", self._onOutput)
-        self._process.connect("finished(int,QProcess::ExitStatus)", self._onProcessFinished)
+        self._process.connect("stateChanged(QProcess::ProcessState)", self._onStateChanged)
         logging.info("MedSegAI: " + " ".join(command))
         self._process.start(command[0], command[1:])
 
     def _onOutput(self) -> None:
         from MedSegAILib.slicer_bridge.module_logic import parse_progress_line
 
-        text = bytes(self._process.readAllStandardOutput().data()).decode("utf-8", "replace")
+        if self._process is None:
+            return
+        text = bytes(self._process.readAllStandardOutput()).decode("utf-8", "replace")
         for line in text.replace("\r", "\n").splitlines():
             if not line.strip():
                 continue
@@ -577,12 +578,21 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
             if progress and self.progressCallback:
                 self.progressCallback(*progress)
 
-    def _onProcessFinished(self, exitCode, exitStatus) -> None:
+    def _onStateChanged(self, newState) -> None:
+        if newState != qt.QProcess.NotRunning or self._process is None:
+            return
+        self._onOutput()
+        crashed = self._process.exitStatus() == qt.QProcess.CrashExit
+        exitCode = -1 if crashed else self._process.exitCode()
+        self._onProcessFinished(exitCode)
+
+    def _onProcessFinished(self, exitCode: int) -> None:
+        """Load the case folder (exit code 0) or report the CLI's one-line error."""
         from MedSegAILib.slicer_bridge.module_logic import error_from_output
 
         job, self._job = self._job, None
         self._process = None
-        if job is None:  # cancelled: nothing to load
+        if job is None:  # cancelled: nothing is loaded, the scene stays as it was
             return
         ok, message = False, ""
         try:
@@ -601,11 +611,11 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
 
     def cancel(self) -> None:
         """Stop the running process; nothing is added to the scene."""
-        self._job = None
-        if self._process is not None:
-            self._process.kill()
-            self._process.waitForFinished(3000)
-            self._process = None
+        self._job = None  # the state-change handler then loads nothing
+        process, self._process = self._process, None
+        if process is not None:
+            process.kill()
+            process.waitForFinished(3000)
         self._removeWorkFolder()
 
     def _removeWorkFolder(self) -> None:

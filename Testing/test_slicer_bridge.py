@@ -376,6 +376,13 @@ def test_module_runs_the_cli_and_loads_the_case(tmp_path):
     assert ml.check_case_outputs(out, case.label) == []
     scene = slicer.vtkMRMLScene()
     volume = sn.sitk_to_volume_node(sitk.ReadImage(str(case.image)), scene, "image")
+    written = sitk.ReadImage(str(ml.write_volume_for_run(volume, tmp_path / "channel0.nrrd")))
+    assert_same_geometry(written, sitk.ReadImage(str(case.image)))
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    with pytest.raises(InputError, match="harden"):
+        ml.write_volume_for_run(volume, tmp_path / "x.nrrd")
+    volume.SetAndObserveTransformNodeID(None)
     existing = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "mine")
     nodes = ml.load_case_into_scene(out, scene, reference_volume_node=volume)
     n = nodes.segmentation.GetSegmentation().GetNumberOfSegments()

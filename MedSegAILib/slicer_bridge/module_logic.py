@@ -388,6 +388,25 @@ def load_case_into_scene(
     return LoadedNodes(seg, unc, table)
 
 
+def write_volume_for_run(volume_node, path) -> Path:
+    """Write a volume node for the background process with its exact geometry (LPS, NRRD/NIfTI).
+
+    A volume under a transform is refused (InputError): the process would not see the
+    transform, so the result would not line up.
+    """
+    import SimpleITK as sitk
+
+    from ..core.errors import InputError
+    from .segmentation_node import volume_node_to_sitk
+
+    if volume_node.GetParentTransformNode() is not None:
+        raise InputError(
+            f"the volume '{volume_node.GetName()}' is transformed; harden the transform (Data module) before segmenting it"
+        )
+    sitk.WriteImage(volume_node_to_sitk(volume_node), str(path), useCompression=True)
+    return Path(path)
+
+
 def seeds_file_for_segmentation(seg_node, reference_volume_node, path) -> Path:
     """Write the painted segments of ``seg_node`` as a seed labelmap (labels 1..K) for ``--seeds``."""
     import SimpleITK as sitk
