@@ -395,3 +395,19 @@ def test_module_runs_the_cli_and_loads_the_case(tmp_path):
     seed_img = sitk.ReadImage(str(seeds))
     assert_same_geometry(seed_img, sitk.ReadImage(str(case.image)))
     assert int(sitk.GetArrayViewFromImage(seed_img).max()) == n
+
+
+def test_surfaces_repeated_names_and_early_refusal(hippo_result, tmp_path):
+    """Two segments with one name get two files; an existing file stops the export before any work."""
+    import copy
+
+    result = copy.copy(hippo_result)
+    result.instance_table = [copy.copy(r) for r in hippo_result.instance_table]
+    for r in result.instance_table:
+        r.segment_name = "Hippocampus"
+    files = export_surfaces(result, tmp_path, smoothing=0.0)
+    assert [f.name for f in files][:2] == ["Hippocampus.stl", "Hippocampus_2.stl"]
+    messages = []
+    with pytest.raises(InputError, match="already exists"):
+        export_surfaces(result, tmp_path, smoothing=0.0, progress=lambda f, m: messages.append(m))
+    assert messages == ["reading segmentation"]

@@ -75,11 +75,9 @@ def _segmentation_node_for(source, scene):
 
     if isinstance(source, SegmentationResult):
         return result_to_segmentation_node(source, scene)
-    path = Path(source)
-    if path.name.endswith(".seg.nrrd"):
-        return load_segmentation_node(path, scene)
-    instances, segments = _segments_from_labelmap(path)
-    return _node_from_instances(instances, segments, scene)
+    if isinstance(source, _Instances):
+        return _node_from_instances(source.instances, source.segments, scene)
+    return load_segmentation_node(Path(source), scene)
 
 
 def _node_from_instances(instances: sitk.Image, segments, scene):
@@ -101,11 +99,57 @@ def _node_from_instances(instances: sitk.Image, segments, scene):
     return node
 
 
+def _labelmap_as_instances(path: Path) -> "_Instances":
+    instances, segments = _segments_from_labelmap(path)
+    return _Instances(instances, segments)
+
+
+class _Instances:
+    """An instance map and its (segment name, label value) pairs, from a labelmap file."""
+
+    def __init__(self, instances: sitk.Image, segments: List[Tuple[str, int]]):
+        self.instances = instances
+        self.segments = segments
+
+
+def _segment_names(source) -> List[str]:
+    """Segment names in order, read cheaply (no voxels for a .seg.nrrd)."""
+    if isinstance(source, SegmentationResult):
+        return [r.segment_name for r in source.instance_table]
+    if isinstance(source, _Instances):
+        return [name for name, _ in source.segments]
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(source))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise InputError(f"'{source}' is not a segmentation file that can be read") from None
+    names, i = [], 0
+    while reader.HasMetaDataKey(f"Segment{i}_ID"):
+        key = f"Segment{i}_Name"
+        names.append(reader.GetMetaData(key) if reader.HasMetaDataKey(key) else reader.GetMetaData(f"Segment{i}_ID"))
+        i += 1
+    return names
+
+
+def _plan_paths(names: Sequence[str], output_dir: Path, file_format: str) -> List[Path]:
+    """One file path per segment (in order); repeated or clashing names get _2, _3 ..."""
+    out, used = [], set()
+    for name in names:
+        stem = safe_file_stem(name)
+        candidate, n = stem, 2
+        while candidate.lower() in used:
+            candidate, n = f"{stem}_{n}", n + 1
+        used.add(candidate.lower())
+        out.append(output_dir / f"{candidate}.{file_format}")
+    return out
+
+
 # --- surfaces -----------------------------------------------------------------------------------
 
 
-def _surfaces_with_slicer(source, smoothing: float, decimation: float, progress: Progress) -> List[Tuple[str, object]]:
-    """(segment name, vtkPolyData in RAS) for each non-empty segment, by Slicer's converter."""
+def _surfaces_with_slicer(source, smoothing: float, decimation: float, progress: Progress) -> List[Tuple[int, object]]:
+    """(segment index, vtkPolyData in RAS) for each non-empty segment, by Slicer's converter."""
     import vtk
 
     from .segmentation_node import import_slicer
@@ -127,13 +171,15 @@ def _surfaces_with_slicer(source, smoothing: float, decimation: float, progress:
         poly = vtk.vtkPolyData()
         node.GetClosedSurfaceRepresentation(sid, poly)
         if poly.GetNumberOfPolys():
-            out.append((segmentation.GetSegment(sid).GetName(), poly))
+            out.append((i, poly))
     return out
 
 
 def _instances_for(source) -> Tuple[sitk.Image, List[Tuple[str, int]]]:
     if isinstance(source, SegmentationResult):
         return source.instances, [(r.segment_name, r.instance_id) for r in source.instance_table]
+    if isinstance(source, _Instances):
+        return source.instances, source.segments
     path = Path(source)
     if path.name.endswith(".seg.nrrd"):
         # Without slicer-core: read MedSegAI's own single-layer files (values = label values).
@@ -222,7 +268,7 @@ def _surfaces_with_vtk(source, smoothing: float, decimation: float, progress: Pr
         crop.SetOrigin(instances.TransformIndexToPhysicalPoint([int(lo[2]), int(lo[1]), int(lo[0])]))
         poly = _surface_from_mask(crop, smoothing, decimation)
         if poly is not None:
-            out.append((name, poly))
+            out.append((k, poly))
     return out
 
 
@@ -313,30 +359,30 @@ def export_surfaces(
         raise InputError(f"the output '{output_dir}' exists and is not a folder")
     prog = Progress(progress)
     prog.update(0.0, "reading segmentation")
+    if not isinstance(source, (SegmentationResult, str, Path)):
+        raise InputError(f"source must be a SegmentationResult or a file path, got {type(source).__name__}")
+    if not isinstance(source, SegmentationResult) and not Path(source).name.endswith(".seg.nrrd"):
+        source = _labelmap_as_instances(Path(source))  # components once, for names and surfaces
+    # Refuse before the (slow) surface making when any file would be replaced.
+    planned = _plan_paths(_segment_names(source), output_dir, file_format)
+    existing = [p for p in planned if p.exists()]
+    if existing and not overwrite:
+        raise InputError(
+            f"the surface file '{existing[0]}' already exists ({len(existing)} of {len(planned)} would be replaced); "
+            "choose another folder or pass --overwrite"
+        )
     if use_slicer is None:
         use_slicer = _have_slicer()
     make = _surfaces_with_slicer if use_slicer else _surfaces_with_vtk
     surfaces = make(source, float(smoothing), float(decimation), prog)
 
-    paths: List[Path] = []
-    used = set()
-    for name, _ in surfaces:
-        stem = safe_file_stem(name)
-        candidate, n = stem, 2
-        while candidate.lower() in used:
-            candidate, n = f"{stem}_{n}", n + 1
-        used.add(candidate.lower())
-        paths.append(output_dir / f"{candidate}.{file_format}")
-    existing = [p for p in paths if p.exists()]
-    if existing and not overwrite:
-        raise InputError(
-            f"the surface file '{existing[0]}' already exists ({len(existing)} of {len(paths)} would be replaced); "
-            "choose another folder or pass overwrite=True (--overwrite)"
-        )
     output_dir.mkdir(parents=True, exist_ok=True)
-    for k, ((name, poly), path) in enumerate(zip(surfaces, paths)):
-        prog.update(0.7 + 0.3 * k / max(len(paths), 1), f"writing {path.name}")
+    paths: List[Path] = []
+    for k, (index, poly) in enumerate(surfaces):
+        path = planned[index]
+        prog.update(0.7 + 0.3 * k / max(len(surfaces), 1), f"writing {path.name}")
         _write(_to_lps(poly) if coordinate_system == "LPS" else poly, path, file_format)
+        paths.append(path)
     prog.update(1.0, f"wrote {len(paths)} surfaces")
     return paths
 

@@ -39,22 +39,22 @@ def render_surfaces(result, size, *, background=(0.11, 0.12, 0.16), azimuth=35.0
     import vtk
     from vtk.util import numpy_support
 
-    colors = {r.segment_name: result.class_info(r.class_label).color for r in result.instance_table}
+    colors = [result.class_info(r.class_label).color for r in result.instance_table]
     # The first class (the largest, outer tissue) is drawn see-through so the others show inside.
     first = min(c.label for c in result.classes)
-    opacity = {r.segment_name: 0.22 if r.class_label == first else 1.0 for r in result.instance_table}
+    opacity = [0.22 if r.class_label == first else 1.0 for r in result.instance_table]
     surfaces = _surfaces_with_slicer(result, 0.5, 0.0, Progress())
     renderer = vtk.vtkRenderer()
     renderer.SetBackground(*background)
     renderer.SetBackground2(0.30, 0.32, 0.40)
     renderer.GradientBackgroundOn()
-    for name, poly in surfaces:
+    for index, poly in surfaces:
         mapper = vtk.vtkPolyDataMapper()
         mapper.SetInputData(poly)
         actor = vtk.vtkActor()
         actor.SetMapper(mapper)
-        actor.GetProperty().SetColor(*colors[name])
-        actor.GetProperty().SetOpacity(opacity[name])
+        actor.GetProperty().SetColor(*colors[index])
+        actor.GetProperty().SetOpacity(opacity[index])
         actor.GetProperty().SetSpecular(0.3)
         actor.GetProperty().SetSpecularPower(20)
         renderer.AddActor(actor)
