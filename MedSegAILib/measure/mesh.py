@@ -1,4 +1,4 @@
-"""Marching-cubes surface of a binary mask: area, enclosed volume and vertex diameters.
+"""Marching-cubes surface of a binary mask: area, enclosed volume and diameters between vertices.
 
 The surface is the 0.5 iso-surface of the mask sampled at voxel centres. The mask is binary, so
 every vertex sits at the midpoint of a cube edge, and each of the 256 corner configurations of a
@@ -14,8 +14,9 @@ with a, b, c a triangle's vertices relative to its cube's origin o (all in mm).
 Which triangles a configuration gets is a convention, and on strongly anisotropic voxels
 (0.8 x 0.8 x 6.5 mm) it moves the area by several percent, because the polygons that cut a
 cube are far from planar in mm. We use the classic Lorensen-Cline case table as VTK's
-``vtkMarchingCubes`` implements it, which is also the convention of pyradiomics' and Slicer's
-surface measurements. The table below was read off VTK 9 (BSD-3-Clause, Kitware) by running
+``vtkMarchingCubes`` implements it; pyradiomics' table differs only in some ambiguous
+configurations (its baseline mesh features agree within 0.5 %, see
+docs/benchmarks/measurement.md). The table below was read off VTK 9 (BSD-3-Clause, Kitware) by running
 ``vtkMarchingCubes`` on each of the 256 2x2x2 configurations; ``Testing/test_radiomics.py``
 regenerates it the same way whenever VTK is installed and checks that it is unchanged.
 

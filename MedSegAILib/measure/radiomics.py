@@ -443,4 +443,5 @@ def add_instance_radiomics(
             prefix="",
             texture=int(m.sum()) >= min_voxels_for_texture,
         )
-        rec.measurements.update({k: (None if isinstance(v, float) and not math.isfinite(v) else round(v, 6)) for k, v in feats.items()})
+        # 10 significant digits: enough for any feature, short in the CSV
+        rec.measurements.update({k: (float(f"{v:.10g}") if math.isfinite(v) else None) for k, v in feats.items()})
