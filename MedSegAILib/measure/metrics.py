@@ -424,6 +424,14 @@ def format_table(result: Dict, class_names: Optional[Dict[int, str]] = None) -> 
     def f4(v):
         return "-" if v is None else f"{v:.4f}"
 
+    skipped = result["mean"].get("n_skipped", {})
+    if not result["classes"]:
+        lines.append("no object label in either labelmap")
+    elif skipped:
+        lines.append(
+            "mean skips undefined or infinite values: "
+            + ", ".join(f"{k} ({n} class{'es' if n != 1 else ''})" for k, n in skipped.items() if k in dict((c[0], 1) for c in cols))
+        )
     lines.append("")
     lines.append(
         f"panoptic (IoU > {pan['iou_threshold']:g}): PQ {f4(pan['pq'])}  SQ {f4(pan['sq'])}  RQ {f4(pan['rq'])}  "
