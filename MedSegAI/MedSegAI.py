@@ -690,7 +690,7 @@ class MedSegAITest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         self.setUp()
-        self.test_ClassicalOnSampleData()
+        self.test_EachFamilyOnSampleData()
         self.test_SurfaceExport()
 
     def _runCli(self, method, folder, extra=()):
@@ -713,17 +713,20 @@ class MedSegAITest(ScriptedLoadableModuleTest):
         self.assertTrue(cases, "no sample data bundled")
         return cases[0]
 
-    def test_ClassicalOnSampleData(self):
-        self.delayDisplay("Otsu on the sample hippocampus case")
-        from MedSegAILib.slicer_bridge.module_logic import check_case_outputs
+    def test_EachFamilyOnSampleData(self):
+        _ensureLibraryOnPath()
+        from MedSegAILib.slicer_bridge.module_logic import check_case_outputs, self_test_runs
 
-        with tempfile.TemporaryDirectory() as folder:
-            logic, case = self._runCli("otsu", folder)
-            self.assertEqual(check_case_outputs(folder), [])
-            volume = slicer.util.loadVolume(str(case.image))
-            nodes = logic.loadResults(folder, volume)
-            self.assertGreater(nodes.segmentation.GetSegmentation().GetNumberOfSegments(), 0)
-            self.assertEqual(nodes.table.GetNumberOfRows(), nodes.segmentation.GetSegmentation().GetNumberOfSegments())
+        for method, extra in self_test_runs():
+            self.delayDisplay(f"{method} on the sample hippocampus case")
+            with tempfile.TemporaryDirectory() as folder:
+                logic, case = self._runCli(method, folder, extra)
+                self.assertEqual(check_case_outputs(folder), [])
+                volume = slicer.util.loadVolume(str(case.image))
+                nodes = logic.loadResults(folder, volume, method=method)
+                count = nodes.segmentation.GetSegmentation().GetNumberOfSegments()
+                self.assertGreater(count, 0)
+                self.assertEqual(nodes.table.GetNumberOfRows(), count)
         self.delayDisplay("Test passed")
 
     def test_SurfaceExport(self):

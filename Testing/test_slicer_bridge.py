@@ -411,3 +411,14 @@ def test_surfaces_repeated_names_and_early_refusal(hippo_result, tmp_path):
     with pytest.raises(InputError, match="already exists"):
         export_surfaces(result, tmp_path, smoothing=0.0, progress=lambda f, m: messages.append(m))
     assert messages == ["reading segmentation"]
+
+
+def test_self_test_runs_are_valid_cli_calls():
+    from MedSegAILib.cli import build_parser
+    from MedSegAILib.slicer_bridge.module_logic import self_test_runs
+
+    runs = self_test_runs()
+    assert runs[0][0] == "otsu"
+    for method, extra in runs:
+        parsed = build_parser().parse_args(["segment", "x.nii.gz", "--method", method, "--output", "o", *extra])
+        assert parsed.method == method

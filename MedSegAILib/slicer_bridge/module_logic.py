@@ -464,6 +464,27 @@ def file_uri(path) -> str:
 # --- self-test ----------------------------------------------------------------------------------
 
 
+def self_test_runs() -> List[Tuple[str, List[str]]]:
+    """(method, extra CLI arguments) to run on the sample data, one per family that can run here.
+
+    Classical always (Otsu); atlas and deep when the shipped hippocampus atlas library / model
+    and the method's packages are present. MedSegAITest runs these inside Slicer.
+    """
+    from ..resources import atlases_dir, models_dir
+
+    families = methods_by_family()
+    runs: List[Tuple[str, List[str]]] = [("otsu", ["--param", "n_classes=2"])]
+    for family, option, folder in (("atlas", "--atlases", atlases_dir()), ("deep", "--model", models_dir())):
+        specs = families.get(family, [])
+        if not specs or not (folder / "hippocampus").is_dir():
+            continue
+        spec = specs[0]
+        if missing_requirements(spec.name, family):
+            continue
+        runs.append((spec.name, [option, "hippocampus"]))
+    return runs
+
+
 def check_case_outputs(folder, reference_label=None, *, min_dice: float = 0.0) -> List[str]:
     """Problems with a case folder (empty list = fine); used by MedSegAITest and pytest.
 

@@ -297,9 +297,10 @@ def result_to_segmentation_node(
         node.CreateDefaultDisplayNodes()
     segmentation = node.GetSegmentation()
     segmentation.RemoveAllSegments()
-    segmentation.SetSourceRepresentationName(BINARY_LABELMAP) if hasattr(
-        segmentation, "SetSourceRepresentationName"
-    ) else segmentation.SetMasterRepresentationName(BINARY_LABELMAP)
+    if hasattr(segmentation, "SetSourceRepresentationName"):
+        segmentation.SetSourceRepresentationName(BINARY_LABELMAP)
+    else:  # Slicer before 5.4
+        segmentation.SetMasterRepresentationName(BINARY_LABELMAP)
 
     max_id = max((r.instance_id for r in result.instance_table), default=0)
     inst = sitk.GetArrayViewFromImage(result.instances).astype(_smallest_unsigned(max_id))
@@ -376,7 +377,6 @@ def uncertainty_color_node(scene, name: str = "MedSegAI uncertainty"):
     node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
     node.SetTypeToUser()
     node.SetNumberOfColors(256)
-    node.SetNamesInitialised(True) if hasattr(node, "SetNamesInitialised") else None
     x = np.linspace(0, 1, len(_INFERNO))
     for i in range(256):
         t = i / 255.0
@@ -481,6 +481,8 @@ def seeds_from_segmentation_node(
     else:
         ref_image = volume_node_to_sitk(reference)
     # Every segment's binary labelmap, resampled onto the reference grid (Slicer's own routine).
+    if not seg_node.GetSegmentation().ContainsRepresentation(BINARY_LABELMAP):
+        seg_node.CreateBinaryLabelmapRepresentation()  # e.g. segments imported from models
     ref_geom = sitk.Image(ref_image.GetSize(), sitk.sitkUInt8)
     ref_geom.CopyInformation(ref_image)
     ref_oriented = oriented_image_from_sitk(ref_geom)

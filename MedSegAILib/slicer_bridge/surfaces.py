@@ -24,7 +24,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 import SimpleITK as sitk
 
-from ..core.errors import InputError
+from ..core.errors import InputError, MissingDependencyError
 from ..core.progress import Progress, ProgressCallback
 from ..core.result import SegmentationResult
 
@@ -342,6 +342,10 @@ def export_surfaces(
     list of Path, one per non-empty segment, named ``<segment name>.<format>`` (characters
     other than letters, digits, '-', '_', '.' become '_'; repeated names get ``_2``, ``_3``).
     """
+    try:
+        import vtk  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError("vtk", "mrml", "Exporting surfaces") from None
     file_format = str(file_format).lower()
     if file_format not in FORMATS:
         raise InputError(f"file_format must be 'stl' or 'obj', got '{file_format}'")
