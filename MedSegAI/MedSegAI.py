@@ -283,7 +283,14 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             ready = bool(p and p.inputVolume)
             self.ui.applyButton.enabled = ready
             self.ui.applyButton.toolTip = _("Run the segmentation in the background.") if ready else _("Select an input volume.")
-        self.ui.exportSurfacesButton.enabled = bool(p and p.outputSegmentation and _pathText(p.surfaceFolder)) and not running
+        self.ui.exportSurfacesButton.enabled = bool(p and self._segmentationToExport() and _pathText(p.surfaceFolder)) and not running
+
+    def _segmentationToExport(self):
+        """The chosen output segmentation, else the one the last run created (never reused as output)."""
+        if self._parameterNode and self._parameterNode.outputSegmentation:
+            return self._parameterNode.outputSegmentation
+        last = self.logic.lastNodes.segmentation if self.logic.lastNodes else None
+        return last if last is not None and last.GetScene() is not None else None
 
     def _fillMethodsOfFamily(self, family: str) -> None:
         names = [s.name for s in self._methods.get(family, [])]
@@ -419,11 +426,19 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateButtons()
 
     def onExportSurfaces(self) -> None:
+        from MedSegAILib.core.errors import InputError
+
         p = self._parameterNode
+        args = (self._segmentationToExport(), _pathText(p.surfaceFolder), p.surfaceFormat, p.surfaceSmoothing, p.surfaceCoordinates)
         with slicer.util.tryWithErrorDisplay(_("Failed to export surfaces."), waitCursor=True):
-            files = self.logic.exportSurfaces(
-                p.outputSegmentation, _pathText(p.surfaceFolder), p.surfaceFormat, p.surfaceSmoothing, p.surfaceCoordinates
-            )
+            try:
+                files = self.logic.exportSurfaces(*args)
+            except InputError as exc:
+                if "already exists" not in str(exc):
+                    raise
+                if not slicer.util.confirmOkCancelDisplay(_("Surface files already exist in this folder. Replace them?")):
+                    return
+                files = self.logic.exportSurfaces(*args, overwrite=True)
             self.ui.statusLabel.text = _("Wrote {count} surface files to {folder}.").format(count=len(files), folder=_pathText(p.surfaceFolder))
 
 
@@ -435,8 +450,8 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 class MedSegAILogic(ScriptedLoadableModuleLogic):
     """Runs MedSegAILib in a background PythonSlicer process and loads the results.
 
-    Usable without the widget: ``logic.start(parameterNode)`` then wait for ``finishedCallback``,
-    or ``logic.runBlocking(...)`` in tests.
+    Usable without the widget: ``logic.start(parameterNode)`` then wait for ``finishedCallback``;
+    or run ``medsegai segment`` yourself and call ``loadResults`` (as MedSegAITest does).
     """
 
     def __init__(self) -> None:
@@ -448,6 +463,7 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
         self._workFolder = None
         self._outputLines = []
         self._job = None
+        self.lastNodes = None
 
     def getParameterNode(self):
         return MedSegAIParameterNode(super().getParameterNode())
@@ -598,6 +614,7 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
         try:
             if exitCode == 0:
                 nodes = self.loadResults(job["output"], job["input"], job["outputSegmentation"], job["method"])
+                self.lastNodes = nodes
                 ok, message = True, _("Done: {count} objects.").format(count=nodes.segmentation.GetSegmentation().GetNumberOfSegments())
             else:
                 message = error_from_output(self._outputLines, exitCode)
