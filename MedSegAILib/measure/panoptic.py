@@ -300,7 +300,10 @@ def panoptic_labelmaps(
         "fp": sum(v["fp"] for v in per_class.values()),
         "fn": sum(v["fn"] for v in per_class.values()),
         "iou_threshold": iou_threshold,
-        "instances": "given" if pred_instances is not None or ref_instances is not None else f"{connectivity}-connected components",
+        "instances": {
+            side: ("given instance map" if given is not None else f"{connectivity}-connected components")
+            for side, given in (("pred", pred_instances), ("ref", ref_instances))
+        },
         "per_class": per_class,
         "detection": det,
     }
