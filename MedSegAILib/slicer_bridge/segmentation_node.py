@@ -80,17 +80,6 @@ def _ensure_converter_rules(slicer) -> None:
                 factory.RegisterConverterRule(getattr(slicer, rule)())
 
 
-def segmentations_logic(scene):
-    """A segmentations module logic bound to ``scene`` (Slicer's own when running in Slicer)."""
-    slicer = import_slicer()
-    mod = getattr(slicer, "modules", None)
-    if mod is not None and hasattr(mod, "segmentations") and scene is getattr(slicer, "mrmlScene", None):
-        return mod.segmentations.logic()
-    logic = slicer.vtkSlicerSegmentationsModuleLogic()
-    logic.SetMRMLScene(scene)
-    return logic
-
-
 # --- geometry -----------------------------------------------------------------------------------
 
 

@@ -8,9 +8,10 @@ filter whose strength follows Slicer's *smoothing factor* (0 none, 0.5 Slicer's 
 strong: pass band ``10**(-4 * factor)``, ``20 + 40 * factor`` iterations). With slicer-core
 installed Slicer's own converter is used; otherwise the same VTK pipeline runs here.
 
-Coordinates are physical millimetres. Slicer writes STL/OBJ files in LPS by default (since
-Slicer 4.11; the "coordinate system" option of Export to files), as most planning and printing
-tools expect scanner (DICOM) coordinates; ``coordinate_system="RAS"`` gives Slicer's internal
+Coordinates are physical millimetres. Slicer writes STL/OBJ files in LPS by default (Slicer
+4.11 and later; ``vtkSlicerSegmentationsModuleLogic::ExportSegmentsClosedSurfaceRepresentationToFiles``
+has ``lps=true``, the "coordinate system" option of Export to files), as planning and printing
+tools that read DICOM expect scanner coordinates; ``coordinate_system="RAS"`` gives Slicer's internal
 world coordinates instead. LPS and RAS differ by a 180° rotation about the z axis (x and y
 negated), which keeps the triangles' outward orientation.
 """
