@@ -585,7 +585,7 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
 
         if self._process is None:
             return
-        text = bytes(self._process.readAllStandardOutput()).decode("utf-8", "replace")
+        text = self._process.readAllStandardOutput().data().decode("utf-8", "replace")
         for line in text.replace("\r", "\n").splitlines():
             if not line.strip():
                 continue
