@@ -238,3 +238,20 @@ def test_cli_json_and_table(tmp_path, ct_pair, capsys):
     assert "HD95" in out and "panoptic" in out
     assert main(["evaluate", str(tmp_path / "missing.nii.gz"), str(case)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_lesion_detection_any_overlap():
+    from MedSegAILib.measure.panoptic import lesion_detection
+
+    ref = np.zeros((1, 10, 40), int)
+    ref[0, 2:8, 1:7] = 1  # found well
+    ref[0, 2:8, 10:16] = 2  # touched by a small prediction: detected, though IoU < 0.5
+    ref[0, 2:8, 20:26] = 3  # missed
+    pred = np.zeros_like(ref)
+    pred[0, 2:8, 1:7] = 1
+    pred[0, 4:5, 15:17] = 2
+    pred[0, 0:2, 35:38] = 3  # false positive
+    d = lesion_detection(pred, ref)
+    assert (d["ref_lesions"], d["detected"], d["missed"], d["false_positives"]) == (3, 2, 1, 1)
+    assert d["sensitivity"] == pytest.approx(2 / 3) and d["precision"] == pytest.approx(2 / 3)
+    assert panoptic_quality(pred, ref)["tp"] == 1  # the stricter PQ matching

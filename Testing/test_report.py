@@ -100,3 +100,16 @@ def test_report_draws_its_own_overview(case, tmp_path):
     result, image = case
     text = write_report(result, image, tmp_path).read_text(encoding="utf-8")
     assert 'id="overview" src="data:image/png;base64,' in text
+
+
+def test_report_without_instances(case, tmp_path):
+    from dataclasses import replace
+
+    result, image = case
+    empty_labels = sitk.Image(result.labels.GetSize(), sitk.sitkUInt16)
+    empty_labels.CopyInformation(result.labels)
+    empty = replace(result, labels=empty_labels, instance_table=[])
+    png = _overview_png(result, image, tmp_path / "overview.png")
+    text = write_report(empty, image, tmp_path / "empty", overview_png=png).read_text(encoding="utf-8")
+    ET.fromstring(text.split("\n", 1)[1])
+    assert "No object was segmented" in text and "No labelled voxels" in text
