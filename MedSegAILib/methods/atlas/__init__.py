@@ -1,0 +1,1 @@
+"""Atlas family: multi-atlas registration, label transfer and label fusion (no torch)."""
