@@ -83,6 +83,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Cancelled:
         print("medsegai: cancelled; nothing was written for the unfinished case", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed early
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("\nmedsegai: interrupted; nothing was written for the unfinished case", file=sys.stderr)
         return 130
