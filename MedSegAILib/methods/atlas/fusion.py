@@ -9,7 +9,7 @@ posterior, whose normalised entropy is the method's uncertainty.
 - :func:`staple_fusion`: SimpleITK ``MultiLabelSTAPLE`` on the atlases' labels; the posterior
   is rebuilt from its estimated confusion matrices.
 - :func:`bayesian_fusion`: each atlas is a rater with a sensitivity and specificity per label,
-  estimated by EM on the soft maps in the region where atlases disagree.
+  estimated by EM on the soft maps around the structure.
 - :func:`locally_weighted_fusion`: each atlas' vote is weighted per voxel by its local
   intensity agreement with the target.
 """
@@ -21,6 +21,7 @@ from typing import List, Sequence
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from ...uncertainty.entropy import probabilities_image
 
@@ -168,6 +169,7 @@ def bayesian_fusion(
     max_iterations: int = 50,
     tolerance: float = 1e-4,
     consensus_threshold: float = 0.05,
+    margin: int = 2,
 ) -> FusionResult:
     """Bayesian fusion with each atlas a rater of known-form reliability, fitted by EM.
 
@@ -181,11 +183,13 @@ def bayesian_fusion(
     E-step: ``W = f prod_j P(d_j|T=1) / (f prod_j P(d_j|T=1) + (1-f) prod_j P(d_j|T=0))``.
     M-step: ``p_j = sum W d_j / sum W``, ``q_j = sum (1-W)(1-d_j) / sum (1-W)``, f = mean W.
     This is binary STAPLE with soft decisions (Warfield et al. 2004). Parameters are estimated
-    only where the atlases disagree (the soft decisions span more than
-    ``consensus_threshold``): consensus voxels carry no information about who is reliable and,
-    being most of the image, would push every sensitivity and specificity to 1 (Rohlfing et
-    al. 2004; Asman and Landman 2011). Consensus voxels keep the consensus as posterior. The
-    per-label posteriors W_k are normalised over labels into the fused posterior.
+    in a region of interest: voxels where any atlas gives any object label more than
+    ``consensus_threshold``, grown by ``margin`` voxels. The far background, where all atlases
+    agree, would otherwise outweigh the structure and push every specificity to 1 (Rohlfing et
+    al. 2004; Asman and Landman 2011); restricting to disputed voxels only is worse, since
+    there a rater that disagrees with the rest looks anti-correlated and its votes get
+    inverted. Outside the region the posterior is background. The per-label posteriors W_k
+    are normalised over labels into the fused posterior.
 
     Returns
     -------
@@ -199,12 +203,14 @@ def bayesian_fusion(
     post = np.zeros(stack.shape[1:], dtype=np.float64)
     sens, spec, iters = {}, {}, {}
     values = [0] + list(label_values)
+    region = (stack[..., 1:] > consensus_threshold).any(axis=(0, -1))
+    if margin > 0 and region.any():
+        region = ndimage.binary_dilation(region, iterations=int(margin))
+    region = region.ravel()
     for c in range(n_comp):
         d = stack[..., c].reshape(n_atlas, -1).astype(np.float64)
-        spread = d.max(axis=0) - d.min(axis=0)
-        disputed = spread > consensus_threshold
-        w_all = d.mean(axis=0)
-        dd = d[:, disputed]
+        w_all = np.full(d.shape[1], 1.0 if c == 0 else 0.0)
+        dd = d[:, region]
         if dd.shape[1] == 0:
             post[..., c] = w_all.reshape(post.shape[:-1])
             sens[values[c]] = [1.0] * n_atlas
@@ -230,7 +236,7 @@ def bayesian_fusion(
             w = w_new
             if change < tolerance:
                 break
-        w_all[disputed] = w
+        w_all[region] = w
         post[..., c] = w_all.reshape(post.shape[:-1])
         sens[values[c]] = [round(float(x), 4) for x in p]
         spec[values[c]] = [round(float(x), 4) for x in q]
