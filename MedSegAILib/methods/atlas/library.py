@@ -46,6 +46,7 @@ class AtlasCase:
     label_path: Path
     _image: Optional[sitk.Image] = field(default=None, repr=False)
     _labels: Optional[sitk.Image] = field(default=None, repr=False)
+    cache: Dict[str, sitk.Image] = field(default_factory=dict, repr=False)  # derived images (e.g. normalised)
 
     @property
     def image(self) -> sitk.Image:

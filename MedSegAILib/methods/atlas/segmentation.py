@@ -54,20 +54,11 @@ DEFAULTS = {
 }
 
 
-class _Normalised:
-    """Normalised atlas images, computed once per library object."""
-
-    def __init__(self) -> None:
-        self._cache = {}
-
-    def __call__(self, case: AtlasCase) -> sitk.Image:
-        key = (str(case.image_path), id(case))
-        if key not in self._cache:
-            self._cache[key] = normalize_intensity(case.image)
-        return self._cache[key]
-
-
-_NORMALISED = _Normalised()
+def _normalised(case: AtlasCase) -> sitk.Image:
+    """The atlas image normalised as the target is; kept on the case for the next target."""
+    if "normalised" not in case.cache:
+        case.cache["normalised"] = normalize_intensity(case.image)
+    return case.cache["normalised"]
 
 
 def rank_atlases(
@@ -91,11 +82,12 @@ def rank_atlases(
         if progress is not None:
             progress.update(i / n, f"ranking atlases ({i + 1}/{n})")
         try:
-            moving = _NORMALISED(case)
+            moving = _normalised(case)
             tx, _ = affine_registration(
                 target, moving, shrink_factors=(2,), smoothing_sigmas=(1.0,), iterations=25, sampling_fraction=0.2, threads=threads
             )
-            warped = sitk.GetArrayViewFromImage(resample_onto(moving, target, tx))
+            # A copy: a view of a temporary image would outlive the image's buffer.
+            warped = sitk.GetArrayFromImage(resample_onto(moving, target, tx))
             cover = field_of_view_coverage(moving, target, tx)
             score = normalized_cross_correlation(sitk.GetArrayViewFromImage(target), warped, cover)
             ranked.append((score, case, tx, ""))
@@ -138,7 +130,7 @@ def register_atlas(
     t0 = time.perf_counter()
     reg = AtlasRegistration(case.name)
     try:
-        moving = _NORMALISED(case)
+        moving = _normalised(case)
         affine, _ = affine_registration(target, moving, initial=initial, iterations=affine_iterations, threads=threads)
         affine_img = resample_onto(moving, target, affine)
         cover = field_of_view_coverage(moving, target, affine)
