@@ -120,7 +120,8 @@ def run(args) -> int:
                 atlases=extra.get("atlases"),
                 model=extra.get("model"),
                 device="auto",
-                min_island_mm3=0.0,
+                # Intensity classes have speckle; anatomy outputs keep lobes >= 10% of the largest.
+                min_island_mm3=20.0 if method in ("otsu", "mrf") else 0.0,
                 keep_largest=False,
                 keep_fraction=0.1 if method in ("atlas", "deep") else 0.0,
                 fill_holes=False,
