@@ -43,12 +43,12 @@ from .transfer import warp_label_probabilities
 
 DEFAULTS = {
     "fusion": "local",
-    "k": 15,
+    "k": 25,
     "affine_iterations": 100,
     "demons_iterations": 40,
-    "demons_sigma": 1.5,
-    "local_sigma_mm": 2.0,
-    "local_gain": 4.0,
+    "demons_sigma": 1.0,
+    "local_sigma_mm": 1.5,
+    "local_gain": 3.0,
     "min_similarity": 0.3,
     "threads": 1,
 }
@@ -115,7 +115,7 @@ def register_atlas(
     initial: Optional[sitk.Transform] = None,
     affine_iterations: int = 100,
     demons_iterations: int = 40,
-    demons_sigma: float = 1.5,
+    demons_sigma: float = 1.0,
     min_similarity: float = 0.3,
     threads: int = 1,
 ) -> tuple:
@@ -181,12 +181,12 @@ def multi_atlas_segmentation(
     atlases: Union[str, Path, AtlasLibrary],
     *,
     fusion: str = "local",
-    k: int = 15,
+    k: int = 25,
     affine_iterations: int = 100,
     demons_iterations: int = 40,
-    demons_sigma: float = 1.5,
-    local_sigma_mm: float = 2.0,
-    local_gain: float = 4.0,
+    demons_sigma: float = 1.0,
+    local_sigma_mm: float = 1.5,
+    local_gain: float = 3.0,
     min_similarity: float = 0.3,
     threads: int = 1,
     progress: Optional[Progress] = None,
@@ -203,19 +203,20 @@ def multi_atlas_segmentation(
         shipped library (e.g. ``"hippocampus"``) or a loaded library.
     fusion : {"local", "bayesian", "staple", "majority"}, default "local"
         Label fusion rule (see :mod:`MedSegAILib.methods.atlas.fusion`).
-    k : int, default 15
+    k : int, default 25
         Atlases registered deformably and fused, the best by NCC after a quick affine
         alignment; 0 or at least the library size registers every atlas without ranking.
+        More atlases help up to about 25 on the hippocampus (tuning cases) at ~1 s each.
     affine_iterations : int, default 100
         Gradient-descent iterations per level of the affine refinement.
     demons_iterations : int, default 40
         Demons iterations at half resolution (half as many follow at full resolution);
         0 = affine only.
-    demons_sigma : float, default 1.5
+    demons_sigma : float, default 1.0
         Displacement-field smoothing (voxels); larger is stiffer.
-    local_sigma_mm : float, default 2.0
+    local_sigma_mm : float, default 1.5
         Window (mm) of the local similarity for ``fusion="local"``.
-    local_gain : float, default 4.0
+    local_gain : float, default 3.0
         Exponent of the inverse local mean squared difference for ``fusion="local"``.
     min_similarity : float, default 0.3
         Registrations whose final NCC with the target is lower are dropped.
