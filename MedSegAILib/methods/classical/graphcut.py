@@ -163,7 +163,7 @@ def seeded_graph_cut(
     seeds: sitk.Image,
     *,
     background_label: int = 0,
-    lam: float = 2.0,
+    lam: float = 6.0,
     sigma: float = 0.0,
     intensity_model: str = "histogram",
     bins: int = 64,
@@ -187,7 +187,7 @@ def seeded_graph_cut(
         ``background_label``) is background.
     background_label : int, default 0
         Seed value of background; 0 means the highest seed value.
-    lam : float, default 2.0
+    lam : float, default 6.0
         lambda, the pairwise weight of a neighbour at the smallest spacing (nats).
     sigma : float, default 0
         Contrast sigma in intensity units; 0 = RMS of neighbour differences of the image.
