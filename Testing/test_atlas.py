@@ -244,16 +244,19 @@ def test_locally_weighted_fusion_follows_the_locally_similar_atlas(real_labels, 
 # --- registration, quality control, end to end ------------------------------------------------
 
 
-def _library(hippo, tmp_path, cases, noise=()):
-    """A library folder of real cases; ``noise`` cases get a random-noise image (real label)."""
+def _library(hippo, tmp_path, cases, noise=(), blank=()):
+    """A library folder of real cases; ``noise`` cases get a random-noise image, ``blank``
+    cases an all-zero image (both with their real labelmap)."""
     for sub in ("imagesTr", "labelsTr"):
         (tmp_path / sub).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(1)
     for c in cases:
         shutil.copy(hippo / "labelsTr" / f"{c}.nii.gz", tmp_path / "labelsTr")
-        if c in noise:
+        if c in noise or c in blank:
             real = sitk.ReadImage(str(hippo / "imagesTr" / f"{c}.nii.gz"))
             arr = rng.integers(0, 255, sitk.GetArrayViewFromImage(real).shape).astype(np.uint8)
+            if c in blank:
+                arr[:] = 0
             img = sitk.GetImageFromArray(arr)
             img.CopyInformation(real)
             sitk.WriteImage(img, str(tmp_path / "imagesTr" / f"{c}.nii.gz"))
@@ -264,13 +267,16 @@ def _library(hippo, tmp_path, cases, noise=()):
 
 
 def test_failed_registration_is_dropped_and_reported(hippo, tmp_path):
-    lib = _library(hippo, tmp_path, ["hippocampus_084", "hippocampus_102", "hippocampus_136"], noise=("hippocampus_102",))
+    cases = ["hippocampus_084", "hippocampus_102", "hippocampus_136", "hippocampus_150"]
+    lib = _library(hippo, tmp_path, cases, noise=("hippocampus_102",), blank=("hippocampus_150",))
     image = sitk.ReadImage(str(hippo / "imagesTr" / "hippocampus_001.nii.gz"))
     out = multi_atlas_segmentation(image, lib, k=0, fusion="majority", demons_iterations=10)
     assert out.extra["atlases_fused"] == ["hippocampus_084", "hippocampus_136"]
-    dropped = out.extra["atlases_dropped"]
-    assert [d["atlas"] for d in dropped] == ["hippocampus_102"]
-    assert "below min_similarity" in dropped[0]["reason"]
+    dropped = {d["atlas"]: d["reason"] for d in out.extra["atlases_dropped"]}
+    assert sorted(dropped) == ["hippocampus_102", "hippocampus_150"]
+    assert "below min_similarity" in dropped["hippocampus_102"]  # converged to nonsense
+    assert dropped["hippocampus_150"].startswith("registration failed: ")  # raised
+    assert "0x" not in dropped["hippocampus_150"]
     json.dumps(out.extra)  # the record is JSON-serialisable
 
 

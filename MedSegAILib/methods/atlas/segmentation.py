@@ -16,6 +16,7 @@ Outline of :func:`multi_atlas_segmentation`:
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import List, Optional, Union
@@ -104,7 +105,8 @@ def _first_line(exc: Exception) -> str:
     for line in lines:
         if "description:" in line.lower():
             return line.split(":", 1)[1].strip()
-    return lines[-1][:200] if lines else type(exc).__name__
+    last = lines[-1] if lines else type(exc).__name__
+    return re.sub(r"ITK ERROR: \w+\(0x[0-9a-fA-F]+\):\s*", "", last)[:200]
 
 
 def register_atlas(
