@@ -280,6 +280,15 @@ def test_failed_registration_is_dropped_and_reported(hippo, tmp_path):
     json.dumps(out.extra)  # the record is JSON-serialisable
 
 
+def test_atlas_failing_in_ranking_is_reported(hippo, tmp_path):
+    lib = _library(hippo, tmp_path, ["hippocampus_084", "hippocampus_136", "hippocampus_150"], blank=("hippocampus_150",))
+    image = sitk.ReadImage(str(hippo / "imagesTr" / "hippocampus_001.nii.gz"))
+    out = multi_atlas_segmentation(image, lib, k=2, fusion="bayesian", demons_iterations=5)
+    assert sorted(out.extra["atlases_fused"]) == ["hippocampus_084", "hippocampus_136"]
+    assert [d["atlas"] for d in out.extra["atlases_dropped"]] == ["hippocampus_150"]
+    assert out.extra["atlases_dropped"][0]["reason"].startswith("ranking failed: ")
+
+
 def test_all_registrations_failing_raise_a_clear_error(hippo, tmp_path):
     lib = _library(hippo, tmp_path, ["hippocampus_084", "hippocampus_102"], noise=("hippocampus_084", "hippocampus_102"))
     image = sitk.ReadImage(str(hippo / "imagesTr" / "hippocampus_001.nii.gz"))

@@ -266,11 +266,13 @@ def multi_atlas_segmentation(
     t0 = time.perf_counter()
 
     n_all = len(library.cases)
+    unrankable = []
     if k == 0 or k >= n_all:
         chosen = [(float("nan"), case, None, "") for case in library.cases]
         register_span = (0.0, 0.95)
     else:
         ranked = rank_atlases(target, library, threads=threads, progress=progress.sub(0.0, 0.4))
+        unrankable = [{"atlas": r[1].name, "reason": f"ranking failed: {r[3]}"} for r in ranked if r[2] is None]
         chosen = [r for r in ranked if r[2] is not None][:k]
         if not chosen:
             raise MedSegAIError(f"no atlas of '{library.folder}' could be aligned to the target: {ranked[0][3]}")
@@ -323,7 +325,7 @@ def multi_atlas_segmentation(
         "atlas_library": str(library.folder),
         "library_size": n_all,
         "atlases_fused": [r.name for r in regs if r.ok],
-        "atlases_dropped": [{"atlas": r.name, "reason": r.reason} for r in regs if not r.ok],
+        "atlases_dropped": [{"atlas": r.name, "reason": r.reason} for r in regs if not r.ok] + unrankable,
         "registrations": [dict(r.summary(), rank_ncc=r.details.get("rank_ncc")) for r in regs],
         "fusion": fused.extra,
         "seconds": {"ranking": round(t_rank, 2), "registration": round(t_reg, 2), "fusion": round(time.perf_counter() - t0 - t_rank - t_reg, 2)},
