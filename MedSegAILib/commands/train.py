@@ -1,0 +1,76 @@
+"""``medsegai train``: train a segmentation network on an MSD/nnU-Net dataset folder."""
+
+from __future__ import annotations
+
+import sys
+
+from ..core.errors import InputError, MissingDependencyError
+from ..core.progress import TextProgressBar
+
+NAME = "train"
+HELP = "train a deep segmentation model on a dataset folder (imagesTr/, labelsTr/, dataset.json)"
+DESCRIPTION = """\
+Train a 3D (or 2D / 2.5D) U-Net on a dataset in the MSD/nnU-Net layout. A dataset fingerprint
+(spacings, sizes, intensities) sets the plan (target spacing, patch size, normalisation), which
+is stored with the model and reused at inference. The model folder gets model.safetensors,
+model.json (model card: plan, classes, split, validation Dice), model.sha256,
+learning_curves.png, and a checkpoint for --resume.
+
+Example (the shipped hippocampus model):
+  medsegai train ../shared/data/hippocampus --output Resources/Models/hippocampus \\
+      --class-names "Anterior hippocampus,Posterior hippocampus" --time-budget-min 40 --name hippocampus
+"""
+
+
+def add_arguments(p) -> None:
+    p.add_argument("dataset", help="dataset folder with imagesTr/ and labelsTr/")
+    p.add_argument("--output", "-o", required=True, metavar="MODEL_DIR", help="model folder to write")
+    p.add_argument("--network", choices=("unet3d", "unet2d", "unet2.5d", "swinunetr"), help="network (default: from the plan: 3D, or 2.5D for strongly anisotropic data)")
+    p.add_argument("--norm", choices=("instance", "group", "batch", "layer"), default="instance", help="normalisation layers (default instance)")
+    p.add_argument("--features", default="16,32,64,128", help="channels per U-Net level (default 16,32,64,128)")
+    p.add_argument("--dropout", type=float, default=0.1, help="dropout probability, also used for MC dropout (default 0.1)")
+    p.add_argument("--aspp", action="store_true", help="add a dilated (atrous) multi-scale block")
+    p.add_argument("--loss", default="dice_ce", choices=("dice_ce", "ce", "wbce", "dice", "tversky", "focal", "dice_focal", "dice_ce_boundary"), help="loss (default dice_ce)")
+    p.add_argument("--epochs", type=int, default=200, help="maximum epochs (default 200)")
+    p.add_argument("--time-budget-min", type=float, help="stop after this many minutes; the learning-rate schedule spans the budget")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (default 2e-3, polynomial decay)")
+    p.add_argument("--val-cases", type=int, default=40, help="the last N cases by name validate (default 40)")
+    p.add_argument("--val-every", type=int, default=1, help="validate every N epochs (default 1)")
+    p.add_argument("--augment", type=float, default=1.0, help="augmentation strength, 0 = none (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: all)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--class-names", help='comma-separated names of labels 1..K (overrides dataset.json)')
+    p.add_argument("--name", default="", help="model name recorded in the card")
+    p.add_argument("--max-train-cases", type=int, help="use only the first N training cases (quick trials)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in MODEL_DIR")
+
+
+def run(args) -> int:
+    try:
+        from ..methods.deep.train import TrainOptions, train
+    except ImportError as exc:
+        raise MissingDependencyError("torch", "deep", "training") from exc
+    try:
+        features = [int(v) for v in args.features.split(",")]
+    except ValueError:
+        raise InputError(f"--features expects comma-separated integers, got '{args.features}'") from None
+    names = {}
+    if args.class_names:
+        names = {i + 1: n.strip() for i, n in enumerate(args.class_names.split(","))}
+    opts = TrainOptions(
+        network=args.network, norm=args.norm, features=features, dropout=args.dropout, aspp=args.aspp,
+        loss=args.loss, epochs=args.epochs, time_budget_min=args.time_budget_min, batch_size=args.batch_size,
+        lr=args.lr, val_cases=args.val_cases, val_every=args.val_every, seed=args.seed, augment=args.augment,
+        threads=args.threads, max_train_cases=args.max_train_cases, device=args.device, class_names=names,
+        name=args.name,
+    )
+    bar = TextProgressBar(delay=0.0)
+    try:
+        card = train(args.dataset, args.output, opts, resume=args.resume, progress=bar, log=lambda m: print(m, file=sys.stderr, flush=True))
+    finally:
+        bar.close()
+    v = card["validation"]
+    print(f"model written to {args.output}: validation mean Dice {v['mean_dice']} (per class {v['dice_per_class']})")
+    return 0

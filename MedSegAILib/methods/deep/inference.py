@@ -1,0 +1,209 @@
+"""Inference: sliding window with Gaussian blending, test-time flips, Monte-Carlo dropout,
+predictive entropy and mutual information, back onto the input's exact grid.
+
+The predictive distribution is the mean softmax over T passes (flips x dropout samples).
+Uncertainty = normalised predictive entropy H[E p] / log K (total); the epistemic part is the
+mutual information H[E p] - E H[p] (also normalised by log K).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+
+from ...core.errors import InputError, ResourceError
+from ...core.progress import Progress
+from ...uncertainty.entropy import normalized_entropy
+from .preprocess import prepare_channels
+
+FLIPS_3D = ((), (2,), (3,), (4,))  # tensor axes (B, C, Z, Y, X): none, z, y, x
+
+
+def resolve_device(device: str = "auto") -> str:
+    """"auto" -> CUDA if available, then Apple MPS, then CPU; an unavailable choice is an error."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for, but no CUDA GPU is available to torch here; use --device auto or cpu")
+    if device not in ("cpu", "cuda", "mps"):
+        raise InputError(f"unknown device '{device}'; use auto, cpu or cuda")
+    return device
+
+
+def available_memory_bytes() -> int:
+    """Available system memory (Linux /proc/meminfo; a large number elsewhere)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 40
+
+
+def estimate_memory_bytes(shape_zyx: Sequence[int], plan, passes: int) -> int:
+    """Rough peak memory of inference: the volume's probability buffers (K floats a voxel,
+    sliding-window accumulators and the running mean/entropy sums) plus the network's
+    activations on two patches (about 6 feature maps of the widest level)."""
+    voxels = int(np.prod(shape_zyx))
+    k = plan.num_classes
+    volume = voxels * 4 * (3 * k + 4)
+    patch = int(np.prod(plan.patch_size_zyx)) * 4 * sum(plan.features) * 6 * 2
+    return volume + patch + 300 * 1024**2
+
+
+def _enable_dropout(net) -> None:
+    import torch
+
+    for m in net.modules():
+        if isinstance(m, (torch.nn.Dropout, torch.nn.Dropout2d, torch.nn.Dropout3d)):
+            m.train()
+
+
+def predict_array(
+    net,
+    arr: np.ndarray,
+    plan,
+    *,
+    device: str = "cpu",
+    flips: Sequence[Tuple[int, ...]] = FLIPS_3D,
+    mc_samples: int = 0,
+    overlap: float = 0.25,
+    progress: Optional[Progress] = None,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Mean softmax (K, Z, Y, X) and mutual information (Z, Y, X) of ``net`` on ``arr`` (C, Z, Y, X)."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    x = torch.from_numpy(np.ascontiguousarray(arr[None])).to(device)
+    roi = list(plan.patch_size_zyx)
+    runs = [(f, False) for f in flips] + [((), True)] * int(mc_samples)
+    mean = None
+    mean_h = None
+    net.eval()
+    with torch.inference_mode():
+        for i, (flip, dropout) in enumerate(runs):
+            if dropout:
+                _enable_dropout(net)
+            xi = torch.flip(x, flip) if flip else x
+            logits = sliding_window_inference(xi, roi, 2, net, overlap=overlap, mode="gaussian", padding_mode="constant")
+            if flip:
+                logits = torch.flip(logits, flip)
+            p = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+            h = normalized_entropy(p, axis=0)
+            mean = p if mean is None else mean + p
+            mean_h = h if mean_h is None else mean_h + h
+            if progress is not None:
+                progress.update((i + 1) / len(runs), f"pass {i + 1}/{len(runs)}")
+        net.eval()
+    mean /= len(runs)
+    mean_h /= len(runs)
+    mi = np.clip(normalized_entropy(mean, axis=0) - mean_h, 0.0, 1.0)
+    return mean.astype(np.float32), mi.astype(np.float32)
+
+
+def probabilities_to_input_grid(prob: np.ndarray, grid: sitk.Image, reference: sitk.Image) -> np.ndarray:
+    """Bring (K, Z, Y, X) probabilities from the plan grid to the input grid (linear), renormalised."""
+    from ...io.images import same_grid
+
+    if same_grid(grid, reference):
+        return prob
+    out = []
+    for k in range(prob.shape[0]):
+        img = sitk.GetImageFromArray(prob[k])
+        img.CopyInformation(grid)
+        out.append(sitk.GetArrayFromImage(sitk.Resample(img, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)))
+    p = np.stack(out)
+    p[0] += np.maximum(0.0, 1.0 - p.sum(axis=0))  # outside the resampled field: background
+    return p / np.maximum(p.sum(axis=0, keepdims=True), 1e-8)
+
+
+def segment_with_model(
+    channels: List[sitk.Image],
+    model,
+    *,
+    device: str = "auto",
+    tta: bool = True,
+    mc_samples: int = 0,
+    uncertainty: str = "entropy",
+    progress: Optional[Progress] = None,
+):
+    """Run a loaded or named model on co-registered channels; returns a MethodOutput.
+
+    Parameters
+    ----------
+    channels : list of sitk.Image
+        As many channels as the model's plan has, on one grid.
+    model : LoadedModel, or a shipped model name / model folder
+    device : "auto", "cpu" or "cuda"
+    tta : bool
+        Average over flips along each axis (4 passes).
+    mc_samples : int
+        Extra passes with dropout active (Monte-Carlo dropout).
+    uncertainty : "entropy" (total) or "mutual_information" (epistemic)
+    """
+    import torch
+
+    from ...core.classes import ClassInfo
+    from ...core.result import MethodOutput
+    from ...slicer_bridge.terminology import lookup_terminology
+    from ...uncertainty.entropy import probabilities_image
+    from .model_store import LoadedModel, load_model
+
+    progress = progress or Progress()
+    dev = resolve_device(device)
+    progress.update(0.0, f"device: {dev}")
+    if not isinstance(model, LoadedModel):
+        model = load_model(model, dev)
+    else:
+        model.network.to(dev)
+    plan = model.plan
+    if len(channels) != plan.in_channels:
+        raise InputError(f"the model expects {plan.in_channels} input channel(s), {len(channels)} given")
+    if uncertainty not in ("entropy", "mutual_information"):
+        raise InputError(f"uncertainty must be 'entropy' or 'mutual_information', got '{uncertainty}'")
+    arr, grid = prepare_channels(channels, plan)
+    flips = FLIPS_3D if tta else ((),)
+    need = estimate_memory_bytes(arr.shape[1:], plan, len(flips) + mc_samples)
+    have = available_memory_bytes()
+    if need > 0.9 * have:
+        raise ResourceError(f"inference would need about {need / 1e9:.1f} GB of memory, {have / 1e9:.1f} GB are available; crop the volume or use a machine with more memory")
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    prob, mi = predict_array(model.network, arr, plan, device=dev, flips=flips, mc_samples=mc_samples, progress=progress.sub(0.05, 0.9))
+    prob = probabilities_to_input_grid(prob, grid, channels[0])
+    labels = np.argmax(prob, axis=0).astype(np.uint8)
+    label_img = sitk.GetImageFromArray(labels)
+    label_img.CopyInformation(channels[0])
+    prob_img = probabilities_image(np.moveaxis(prob, 0, -1), channels[0])
+    if uncertainty == "mutual_information":
+        mi_img = sitk.GetImageFromArray(mi)
+        mi_img.CopyInformation(grid)
+        unc = sitk.Resample(mi_img, channels[0], sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    else:
+        unc = sitk.GetImageFromArray(normalized_entropy(prob, axis=0))
+        unc.CopyInformation(channels[0])
+    classes = []
+    for lab in range(1, plan.num_classes):
+        name = plan.class_names.get(str(lab), f"Label {lab}")
+        color = tuple(plan.class_colors.get(str(lab), (0.5, 0.5, 0.5)))
+        classes.append(ClassInfo(lab, name, color, lookup_terminology(name)))
+    progress.update(1.0, "deep inference done")
+    return MethodOutput(
+        labels=label_img,
+        classes=classes,
+        probabilities=prob_img,
+        uncertainty=unc,
+        parameters={"model": str(model.folder), "device": dev, "tta": tta, "mc_samples": mc_samples, "uncertainty": uncertainty},
+        model_hash=model.sha256,
+        extra={"network": plan.network, "model_name": model.card.get("name"), "device": dev},
+    )

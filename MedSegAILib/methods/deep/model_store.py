@@ -1,0 +1,123 @@
+"""Models on disk: safetensors weights, a JSON model card, and a SHA-256 — never pickle.
+
+A model folder holds ``model.safetensors``, ``model.json`` (plan, classes, training data,
+validation figures, software versions, the weights' SHA-256) and ``model.sha256``. Loading
+checks the weights' SHA-256 against both records and refuses a mismatch, so a tampered or
+truncated file is never run. Shipped models live in ``Resources/Models/<name>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+from ...core.errors import InputError
+from ...resources import models_dir
+from .plan import Plan
+
+WEIGHTS = "model.safetensors"
+CARD = "model.json"
+CHECKSUM = "model.sha256"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve_model_dir(model: Union[str, Path]) -> Path:
+    """A model folder from a shipped name (``hippocampus``) or a path."""
+    p = Path(model)
+    if p.is_dir():
+        return p
+    shipped = models_dir() / str(model)
+    if shipped.is_dir():
+        return shipped
+    names = sorted(d.name for d in models_dir().iterdir() if (d / CARD).exists()) if models_dir().is_dir() else []
+    raise InputError(f"no model folder or shipped model named '{model}'; shipped models: {', '.join(names) or 'none'}")
+
+
+def save_model(folder: Path, state_dict: Dict, plan: Plan, card: Dict) -> str:
+    """Write weights, card and checksum; returns the weights' SHA-256."""
+    import safetensors.torch
+    import torch
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+    safetensors.torch.save_file(tensors, str(folder / WEIGHTS), metadata={"format": "pt"})
+    digest = sha256_file(folder / WEIGHTS)
+    full = dict(card)
+    full.update(
+        {
+            "plan": plan.to_dict(),
+            "weights": WEIGHTS,
+            "sha256": digest,
+            "versions": {"python": platform.python_version(), "torch": torch.__version__, **_versions()},
+        }
+    )
+    (folder / CARD).write_text(json.dumps(full, indent=2))
+    (folder / CHECKSUM).write_text(f"{digest}  {WEIGHTS}\n")
+    return digest
+
+
+def _versions() -> Dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for pkg in ("monai", "medsegai", "safetensors", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+@dataclass
+class LoadedModel:
+    network: object
+    plan: Plan
+    card: dict
+    sha256: str
+    folder: Path
+
+
+def read_card(folder: Path) -> dict:
+    folder = Path(folder)
+    if not (folder / CARD).exists() or not (folder / WEIGHTS).exists():
+        raise InputError(f"'{folder}' is not a MedSegAI model folder (it needs {WEIGHTS} and {CARD})")
+    return json.loads((folder / CARD).read_text())
+
+
+def load_model(model: Union[str, Path], device: Optional[str] = "cpu") -> LoadedModel:
+    """Verify and load a model; raises InputError when the checksum does not match."""
+    import safetensors.torch
+
+    from .networks import build_network
+
+    folder = resolve_model_dir(model)
+    card = read_card(folder)
+    digest = sha256_file(folder / WEIGHTS)
+    recorded = {card.get("sha256")}
+    if (folder / CHECKSUM).exists():
+        recorded.add((folder / CHECKSUM).read_text().split()[0])
+    if recorded != {digest}:
+        raise InputError(
+            f"the weights in '{folder / WEIGHTS}' do not match their recorded SHA-256 "
+            f"(file {digest[:12]}..., recorded {', '.join(sorted(r[:12] + '...' for r in recorded if r))}); "
+            "the file was changed or damaged, refusing to load it"
+        )
+    plan = Plan.from_dict(card["plan"])
+    net = build_network(plan)
+    state = safetensors.torch.load_file(str(folder / WEIGHTS), device="cpu")
+    net.load_state_dict(state)
+    net.to(device or "cpu")
+    net.eval()
+    return LoadedModel(net, plan, card, digest, folder)

@@ -1,0 +1,91 @@
+"""Networks built from a plan, with MONAI's implementations.
+
+- ``unet3d``: MONAI ``UNet`` with residual units (two per level), the chosen normalisation and
+  dropout; with ``aspp`` a dilated bottleneck (MONAI ``SimpleASPP``) refines the coarsest level.
+- ``unet2d`` / ``unet2.5d``: a 2D MONAI ``UNet`` applied slice by slice inside a module that
+  takes and returns 3D tensors, so training, sliding-window inference and TTA are the same code
+  for every kind. 2.5D stacks ``context_slices`` neighbours on each side as channels.
+- ``swinunetr``: MONAI ``SwinUNETR`` (hybrid CNN-transformer).
+
+All take (B, C, Z, Y, X) and return logits (B, K, Z, Y, X). This module imports torch and
+MONAI: only the training and inference modules import it, never the method registry.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from monai.networks.blocks import SimpleASPP
+from monai.networks.nets import SwinUNETR, UNet
+
+from .plan import Plan
+
+
+def _norm_arg(norm: str):
+    # GroupNorm with one group normalises over (C, spatial) per sample: layer normalisation.
+    return {
+        "instance": ("instance", {"affine": True}),
+        "group": ("group", {"num_groups": 8}),
+        "batch": "batch",
+        "layer": ("group", {"num_groups": 1}),
+    }[norm]
+
+
+def build_network(plan: Plan) -> torch.nn.Module:
+    """A torch.nn.Module for ``plan``."""
+    norm = _norm_arg(plan.norm)
+
+    if plan.network == "swinunetr":
+        return SwinUNETR(in_channels=plan.in_channels, out_channels=plan.num_classes, feature_size=24, spatial_dims=3, drop_rate=plan.dropout)
+
+    strides = [2] * (len(plan.features) - 1)
+    if plan.network == "unet3d":
+        net = UNet(3, plan.in_channels, plan.num_classes, plan.features, strides, num_res_units=2, norm=norm, dropout=plan.dropout)
+        return _WithASPP(net, plan) if plan.aspp else net
+
+    context = plan.context_slices if plan.network == "unet2.5d" else 0
+    net2d = UNet(2, plan.in_channels * (2 * context + 1), plan.num_classes, plan.features, strides, num_res_units=2, norm=norm, dropout=plan.dropout)
+    return SliceWise2D(net2d, context)
+
+
+class SliceWise2D(torch.nn.Module):
+    """Apply a 2D network to every axial slice of a 3D batch (written here: MONAI has no such wrapper).
+
+    Input (B, C, Z, Y, X); each slice z sees slices z-k..z+k (edge-replicated) stacked as
+    C*(2k+1) channels; output (B, K, Z, Y, X).
+    """
+
+    def __init__(self, net2d, context: int):
+        super().__init__()
+        self.net2d = net2d
+        self.context = int(context)
+
+    def forward(self, x):
+        b, c, z, y, w = x.shape
+        k = self.context
+        if k:
+            padded = F.pad(x, (0, 0, 0, 0, k, k), mode="replicate")
+            stacks = [padded[:, :, i : i + z] for i in range(2 * k + 1)]  # each (B, C, Z, Y, X)
+            x = torch.cat(stacks, dim=1)
+        slices = x.permute(0, 2, 1, 3, 4).reshape(b * z, x.shape[1], y, w)
+        out = self.net2d(slices)
+        return out.reshape(b, z, out.shape[1], y, w).permute(0, 2, 1, 3, 4)
+
+
+class _WithASPP(torch.nn.Module):
+    """A U-Net whose logits are refined by an atrous spatial pyramid on the output features.
+
+    MONAI's UNet does not expose its bottleneck, so the dilated block works at full
+    resolution on the logits' K channels: a cheap, multi-scale context module.
+    """
+
+    def __init__(self, net, plan: Plan):
+        super().__init__()
+        self.net = net
+        k = plan.num_classes
+        self.aspp = SimpleASPP(3, k, 4, kernel_sizes=(1, 3, 3, 3), dilations=(1, 2, 4, 6), norm_type=("instance", {"affine": True}))
+        self.head = torch.nn.Conv3d(16 + k, k, 1)
+
+    def forward(self, x):
+        logits = self.net(x)
+        return self.head(torch.cat([logits, self.aspp(logits)], dim=1))

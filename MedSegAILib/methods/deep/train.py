@@ -1,0 +1,293 @@
+"""Training: dataset -> fingerprint -> plan -> network -> loss -> augmented patches -> model.
+
+Written for CPUs as much as GPUs: the whole (preprocessed) dataset is held in memory, the
+learning rate follows nnU-Net's polynomial decay over a wall-clock budget or an epoch count,
+validation runs full-volume sliding-window inference on a fixed split, and the best model by
+validation Dice is kept. Everything is seeded. Checkpoints (weights and optimiser state as
+safetensors, counters as JSON) allow resuming; no pickle is written or read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import SimpleITK as sitk
+
+from ...core.errors import InputError
+from ...core.progress import CancelToken, Progress, ProgressCallback
+from .dataset import fingerprint, load_case_arrays, read_dataset, split_cases
+from .plan import Plan, make_plan
+from .preprocess import needs_resampling, normalize, resample_to_spacing
+
+
+@dataclass
+class TrainOptions:
+    """Training settings (defaults suit small datasets on a CPU).
+
+    Attributes
+    ----------
+    network, norm, features, dropout, aspp : plan overrides (None = derived)
+    loss : see ``losses.LOSSES``
+    epochs : maximum epochs
+    time_budget_min : stop after this many minutes of training (None = epochs only); the
+        learning-rate schedule spans whichever ends first
+    batch_size, lr, weight_decay : AdamW settings
+    val_cases : the last N cases (by name) form the validation split
+    val_every : validate every N epochs
+    seed : seeds Python, NumPy, torch and the augmentation
+    augment : augmentation strength (0 = none)
+    threads : torch CPU threads (0 = all cores)
+    max_train_cases : use only the first N training cases (smoke tests)
+    """
+
+    network: Optional[str] = None
+    norm: str = "instance"
+    features: Optional[List[int]] = None
+    dropout: float = 0.1
+    aspp: bool = False
+    loss: str = "dice_ce"
+    epochs: int = 200
+    time_budget_min: Optional[float] = None
+    batch_size: int = 4
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    val_cases: int = 40
+    val_every: int = 1
+    seed: int = 0
+    augment: float = 1.0
+    threads: int = 0
+    max_train_cases: Optional[int] = None
+    device: str = "auto"
+    class_names: Dict[int, str] = field(default_factory=dict)
+    name: str = ""
+
+
+def _dice_per_class(pred: np.ndarray, ref: np.ndarray, k: int) -> List[float]:
+    out = []
+    for c in range(1, k):
+        a, b = pred == c, ref == c
+        denom = a.sum() + b.sum()
+        out.append(1.0 if denom == 0 else float(2 * np.logical_and(a, b).sum() / denom))
+    return out
+
+
+def _load(cases, plan: Plan):
+    """Preprocess cases into memory: [(image (C,Z,Y,X) float32, label (1,Z,Y,X) uint8)]."""
+    data = []
+    for case in cases:
+        arr, lab, ref = load_case_arrays(case)
+        if needs_resampling(ref, plan):
+            chans = [resample_to_spacing(sitk.GetImageFromArray(a), plan.target_spacing_xyz) for a in arr]  # noqa: E501
+            arr = np.stack([sitk.GetArrayFromImage(c) for c in chans])
+            li = sitk.GetImageFromArray(lab)
+            li.CopyInformation(ref)
+            lab = sitk.GetArrayFromImage(resample_to_spacing(li, plan.target_spacing_xyz, sitk.sitkNearestNeighbor))
+        data.append((normalize(arr, plan), lab[None].astype(np.uint8)))
+    return data
+
+
+def _state_to_tensors(model, optimizer) -> Dict:
+    """Model weights and AdamW moments as a flat dict of tensors (safetensors-compatible)."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    for i, (p, st) in enumerate(optimizer.state.items()):
+        for k, v in st.items():
+            if hasattr(v, "shape"):
+                tensors[f"opt.{i}.{k}"] = v.reshape(-1) if v.ndim == 0 else v
+    return tensors
+
+
+def _restore(model, optimizer, tensors: Dict) -> None:
+    import torch
+
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for i, p in enumerate(params):
+        st = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
+        if st:
+            if "step" in st:
+                st["step"] = st["step"].reshape(())
+            optimizer.state[p] = st
+
+
+def plot_learning_curves(history: List[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax[0].plot(ep, [h["train_loss"] for h in history])
+    ax[0].set_xlabel("epoch")
+    ax[0].set_ylabel("training loss")
+    val = [(h["epoch"], h["val_mean_dice"]) for h in history if h.get("val_mean_dice") is not None]
+    if val:
+        ax[1].plot(*zip(*val), marker=".")
+    ax[1].set_xlabel("epoch")
+    ax[1].set_ylabel("validation mean Dice")
+    ax[1].grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def train(
+    dataset_dir,
+    output_dir,
+    options: Optional[TrainOptions] = None,
+    *,
+    resume: bool = False,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+    log=print,
+) -> dict:
+    """Train a model on an MSD/nnU-Net dataset folder and write it to ``output_dir``.
+
+    Returns the model card (also in ``output_dir/model.json``) with the validation figures.
+    """
+    import safetensors.torch
+    import torch
+
+    from .augment import training_transforms
+    from .inference import predict_array, resolve_device
+    from .losses import build_loss
+    from .model_store import save_model
+    from .networks import build_network
+
+    opt = options or TrainOptions()
+    out = Path(output_dir)
+    if out.exists() and (out / "model.json").exists() and not resume:
+        raise InputError(f"'{out}' already holds a model; choose another --output or pass --resume")
+    prog = Progress(progress, cancel)
+    torch.manual_seed(opt.seed)
+    np.random.seed(opt.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if opt.threads:
+        torch.set_num_threads(opt.threads)
+    device = resolve_device(opt.device)
+    log(f"device: {device}")
+
+    ds = read_dataset(dataset_dir)
+    train_cases, val_cases = split_cases(ds.cases, opt.val_cases)
+    if opt.max_train_cases:
+        train_cases = train_cases[: opt.max_train_cases]
+    prog.update(0.0, "fingerprint")
+    fp = fingerprint(ds)
+    names = {**ds.class_names, **{int(k): v for k, v in opt.class_names.items()}}
+    plan = make_plan(fp, network=opt.network, norm=opt.norm, features=opt.features, dropout=opt.dropout, aspp=opt.aspp, class_names=names)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "plan.json").write_text(json.dumps({"fingerprint": fp, "plan": plan.to_dict()}, indent=2))
+    log(f"plan: {plan.network}, patch {plan.patch_size_zyx}, spacing {plan.target_spacing_xyz}, {plan.num_classes} classes, {len(train_cases)} train / {len(val_cases)} validation cases")
+
+    train_data = _load(train_cases, plan)
+    val_data = _load(val_cases, plan)
+    net = build_network(plan).to(device)
+    loss_fn = build_loss(opt.loss)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+    transforms = training_transforms(plan.patch_size_zyx, strength=opt.augment, seed=opt.seed, is_2d=plan.network != "unet3d") if opt.augment > 0 else None
+    if transforms is None:
+        from .augment import crop_or_pad_transforms
+
+        transforms = crop_or_pad_transforms(plan.patch_size_zyx)
+
+    state = {"epoch": 0, "elapsed_s": 0.0, "best_dice": -1.0, "history": []}
+    ckpt_w, ckpt_j = out / "checkpoint.safetensors", out / "checkpoint.json"
+    if resume and ckpt_w.exists():
+        _restore(net, optimizer, safetensors.torch.load_file(str(ckpt_w)))
+        state = json.loads(ckpt_j.read_text())
+        log(f"resumed at epoch {state['epoch']}")
+
+    budget_s = opt.time_budget_min * 60 if opt.time_budget_min else None
+    rng = np.random.default_rng(opt.seed + state["epoch"])
+    t_start = time.perf_counter() - state["elapsed_s"]
+    steps_per_epoch = max(1, math.ceil(len(train_data) / opt.batch_size))
+
+    def schedule_fraction(epoch: int) -> float:
+        f = epoch / opt.epochs
+        if budget_s:
+            f = max(f, (time.perf_counter() - t_start) / budget_s)
+        return min(f, 1.0)
+
+    while state["epoch"] < opt.epochs and not (budget_s and time.perf_counter() - t_start >= budget_s):
+        epoch = state["epoch"] + 1
+        net.train()
+        order = rng.permutation(len(train_data))
+        losses = []
+        for s in range(steps_per_epoch):
+            lr = opt.lr * (1 - schedule_fraction(state["epoch"])) ** 0.9
+            for g in optimizer.param_groups:
+                g["lr"] = max(lr, opt.lr * 1e-3)
+            idx = order[s * opt.batch_size : (s + 1) * opt.batch_size]
+            samples = [transforms({"image": train_data[i][0], "label": train_data[i][1]}) for i in idx]
+            x = torch.stack([torch.as_tensor(np.asarray(d["image"]), dtype=torch.float32) for d in samples]).to(device)
+            y = torch.stack([torch.as_tensor(np.asarray(d["label"])).round().long() for d in samples]).to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(net(x), y)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
+            optimizer.step()
+            losses.append(float(loss.item()))
+            frac = schedule_fraction(state["epoch"] + (s + 1) / steps_per_epoch)
+            prog.update(frac, f"epoch {epoch} loss {np.mean(losses):.4f} best val Dice {max(state['best_dice'], 0):.4f}")
+        rec = {"epoch": epoch, "train_loss": float(np.mean(losses)), "lr": lr, "elapsed_s": round(time.perf_counter() - t_start, 1)}
+        last_epoch = epoch >= opt.epochs or (budget_s and time.perf_counter() - t_start >= budget_s)
+        if val_data and (epoch % opt.val_every == 0 or last_epoch):
+            dices = []
+            for arr, lab in val_data:
+                prob, _ = predict_array(net, arr, plan, device=device, flips=((),))
+                dices.append(_dice_per_class(prob.argmax(0), lab[0], plan.num_classes))
+            per_class = np.mean(dices, axis=0)
+            rec["val_dice"] = [round(float(d), 4) for d in per_class]
+            rec["val_mean_dice"] = round(float(per_class.mean()), 4)
+            if rec["val_mean_dice"] > state["best_dice"]:
+                state["best_dice"] = rec["val_mean_dice"]
+                state["best_epoch"] = epoch
+                save_model(out, net.state_dict(), plan, {"name": opt.name or out.name, "status": "training"})
+        elif not val_data:
+            save_model(out, net.state_dict(), plan, {"name": opt.name or out.name, "status": "training"})
+        state["epoch"] = epoch
+        state["elapsed_s"] = time.perf_counter() - t_start
+        state["history"].append(rec)
+        safetensors.torch.save_file({k: v.detach().cpu().contiguous() for k, v in _state_to_tensors(net, optimizer).items()}, str(ckpt_w))
+        ckpt_j.write_text(json.dumps(state, indent=1))
+        log(json.dumps(rec))
+
+    plot_learning_curves(state["history"], out / "learning_curves.png")
+    best = max((h for h in state["history"] if h.get("val_mean_dice") is not None), key=lambda h: h["val_mean_dice"], default=None)
+    card = {
+        "name": opt.name or out.name,
+        "status": "trained",
+        "task": f"segmentation of {', '.join(plan.class_names.values())}",
+        "training": {
+            "dataset": str(Path(dataset_dir).resolve()),
+            "train_cases": [c.name for c in train_cases],
+            "validation_cases": [c.name for c in val_cases],
+            "split": f"validation = the last {len(val_cases)} cases by sorted name; training = the other {len(train_cases)}",
+            "options": {k: v for k, v in opt.__dict__.items() if k != "class_names"},
+            "epochs_run": state["epoch"],
+            "wall_time_min": round(state["elapsed_s"] / 60, 2),
+            "device": device,
+            "threads": torch.get_num_threads(),
+        },
+        "validation": {
+            "best_epoch": state.get("best_epoch"),
+            "dice_per_class": best["val_dice"] if best else None,
+            "mean_dice": best["val_mean_dice"] if best else None,
+            "note": "sliding-window inference without test-time augmentation, on the plan grid",
+        },
+        "intended_use": "Research use only; not a medical device.",
+    }
+    # Rewrite the card around the best weights (kept on disk since that epoch).
+    import safetensors.torch as st
+
+    weights = st.load_file(str(out / "model.safetensors")) if (out / "model.safetensors").exists() else net.state_dict()
+    save_model(out, weights, plan, card)
+    log(f"done: best validation mean Dice {card['validation']['mean_dice']} at epoch {card['validation']['best_epoch']}")
+    return json.loads((out / "model.json").read_text())
