@@ -22,7 +22,7 @@ def contrast_crf_segmentation(
     solver: str = "graphcut",
     prior_bias: str = "",
     bins: int = 128,
-    em_iterations: int = 20,
+    em_iterations: int = 5,
     mode: str = "auto",
     coarse_voxels: int = 1_000_000,
     band_width: int = 1,

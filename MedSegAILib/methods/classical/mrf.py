@@ -161,7 +161,7 @@ def potts_mrf_segmentation(
     solver: str = "graphcut",
     prior_bias: str = "",
     bins: int = 128,
-    em_iterations: int = 20,
+    em_iterations: int = 5,
     mode: str = "auto",
     coarse_voxels: int = 1_000_000,
     band_width: int = 1,
@@ -185,7 +185,10 @@ def potts_mrf_segmentation(
         Optional K comma-separated numbers (nats) added to each class's log-prior.
     bins : int, default 128
         Histogram bins of the multi-Otsu initialisation.
-    em_iterations : int, default 20
+    em_iterations : int, default 5
+        EM iterations from the multi-Otsu split. Few on purpose: tissue intensities are not
+        Gaussian, and long EM runs drift to fits that merge classes (measured on CT, see
+        docs/benchmarks/classical.md).
     mode : "auto", "full" or "banded"
         Banded is coarse-to-fine; auto is banded above 2 million voxels.
     coarse_voxels, band_width, mf_iterations, max_memory_gb

@@ -24,7 +24,7 @@ register(
         "in mm); MAP by graph cut (exact for 2, alpha-expansion for K) or ICM; coarse-to-fine on large "
         "volumes; uncertainty from mean-field marginals (needs PyMaxflow for the graph-cut solver)",
         defaults={"n_classes": 2, "beta": 1.0, "solver": "graphcut", "prior_bias": "", "bins": 128,
-                  "em_iterations": 20, **_SOLVE_DEFAULTS},
+                  "em_iterations": 5, **_SOLVE_DEFAULTS},
     )
 )
 
@@ -36,7 +36,7 @@ register(
         "As mrf with contrast-sensitive pairwise weights lambda * exp(-dI^2 / (2 sigma^2)) / distance, so "
         "boundaries follow image edges (sigma 0 = from the image)",
         defaults={"n_classes": 2, "lam": 2.0, "sigma": 0.0, "solver": "graphcut", "prior_bias": "", "bins": 128,
-                  "em_iterations": 20, **_SOLVE_DEFAULTS},
+                  "em_iterations": 5, **_SOLVE_DEFAULTS},
     )
 )
 
