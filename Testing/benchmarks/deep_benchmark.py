@@ -1,0 +1,135 @@
+"""Deep benchmark: the shipped hippocampus model on its 40 validation cases.
+
+Prints a table and writes docs/benchmarks/deep.json and deep.md:
+- Dice per class (1 anterior, 2 posterior) and mean, with and without test-time flips;
+- expected calibration error and AUROC of the uncertainty for misclassified voxels, over the
+  voxels within 3 mm of either segmentation (whole-crop figures are dominated by easy
+  background);
+- inference seconds per case in-process, and for a fresh ``medsegai segment`` process
+  (start-up included) on one case;
+- the nnU-Net v2 peer's figures from ``deep_peer_nnunet.py`` (same split) when its JSON
+  exists, as a Dice ratio MedSegAI / nnU-Net, with both training budgets stated.
+
+Usage: .venv/bin/python Testing/benchmarks/deep_benchmark.py [--peer-json PATH] [--cases N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from MedSegAILib.measure.metrics import evaluate_labelmaps  # noqa: E402
+from MedSegAILib.methods.deep.inference import segment_with_model  # noqa: E402
+from MedSegAILib.methods.deep.model_store import load_model  # noqa: E402
+from MedSegAILib.uncertainty.calibration import error_detection_auroc, expected_calibration_error, structure_region  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data" / "hippocampus"
+DOCS = REPO / "docs" / "benchmarks"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="hippocampus")
+    ap.add_argument("--cases", type=int, default=40)
+    ap.add_argument("--peer-json", default=str(REPO / "Testing" / "benchmarks" / "work" / "nnunet_peer.json"))
+    args = ap.parse_args(argv)
+
+    model = load_model(args.model, "cpu")
+    card = model.card
+    cases = card["training"]["validation_cases"][: args.cases]
+    rows = []
+    for name in cases:
+        img = sitk.Cast(sitk.ReadImage(str(DATA / "imagesTr" / f"{name}.nii.gz")), sitk.sitkFloat32)
+        ref = sitk.ReadImage(str(DATA / "labelsTr" / f"{name}.nii.gz"))
+        r = sitk.GetArrayFromImage(ref)
+        row = {"case": name}
+        for tag, tta in (("tta", True), ("plain", False)):
+            t0 = time.perf_counter()
+            out = segment_with_model([img], model, device="cpu", tta=tta)
+            row[f"seconds_{tag}"] = time.perf_counter() - t0
+            rep = evaluate_labelmaps(out.labels, ref)
+            row[f"dice1_{tag}"] = rep["classes"]["1"]["dice"]
+            row[f"dice2_{tag}"] = rep["classes"]["2"]["dice"]
+            if tta:
+                pred = sitk.GetArrayFromImage(out.labels)
+                prob = np.moveaxis(sitk.GetArrayFromImage(out.probabilities), -1, 0)
+                unc = sitk.GetArrayFromImage(out.uncertainty)
+                region = structure_region(pred, r)
+                row["ece_region"] = expected_calibration_error(prob, r, mask=region)
+                row["ece_all"] = expected_calibration_error(prob, r)
+                row["auroc_region"] = error_detection_auroc(unc, pred != r, mask=region)
+        rows.append(row)
+        print(f"{name}: Dice {row['dice1_tta']:.3f} / {row['dice2_tta']:.3f}  ECE {row['ece_region']:.3f}  AUROC {row['auroc_region']:.3f}", flush=True)
+
+    # A fresh process, as a user runs it: start-up, model load and inference of one case.
+    with tempfile.TemporaryDirectory() as tmp:
+        case = DATA / "imagesTr" / f"{cases[0]}.nii.gz"
+        t0 = time.perf_counter()
+        subprocess.run(
+            [str(REPO / ".venv" / "bin" / "medsegai"), "segment", str(case), "--method", "deep", "--model", args.model, "-o", tmp + "/o", "-q", "--no-radiomics"],
+            check=True,
+            capture_output=True,
+        )
+        cli_seconds = time.perf_counter() - t0
+
+    def mean(key):
+        return float(np.nanmean([r[key] for r in rows]))
+
+    result = {
+        "model": str(model.folder.relative_to(REPO)) if model.folder.is_relative_to(REPO) else str(model.folder),
+        "model_sha256": model.sha256,
+        "validation_cases": cases,
+        "split": card["training"]["split"],
+        "training_wall_time_min": card["training"]["wall_time_min"],
+        "training_epochs": card["training"]["epochs_run"],
+        "dice_tta": {"1": mean("dice1_tta"), "2": mean("dice2_tta"), "mean": (mean("dice1_tta") + mean("dice2_tta")) / 2},
+        "dice_plain": {"1": mean("dice1_plain"), "2": mean("dice2_plain"), "mean": (mean("dice1_plain") + mean("dice2_plain")) / 2},
+        "ece_region": mean("ece_region"),
+        "ece_all_voxels": mean("ece_all"),
+        "auroc_uncertainty_errors": mean("auroc_region"),
+        "seconds_per_case_tta": mean("seconds_tta"),
+        "seconds_per_case_plain": mean("seconds_plain"),
+        "seconds_cli_one_case_with_startup": cli_seconds,
+        "per_case": rows,
+    }
+    peer_path = Path(args.peer_json)
+    if peer_path.exists():
+        peer = json.loads(peer_path.read_text())
+        result["peer_nnunet"] = peer
+        pm = peer.get("dice_mean") or peer.get("dice", {}).get("mean")
+        if pm:
+            result["dice_ratio_medsegai_over_nnunet"] = result["dice_tta"]["mean"] / pm
+    DOCS.mkdir(parents=True, exist_ok=True)
+    (DOCS / "deep.json").write_text(json.dumps(result, indent=2))
+
+    lines = [
+        "| figure | MedSegAI (TTA) | MedSegAI (no TTA) |",
+        "| --- | --- | --- |",
+        f"| Dice anterior (1) | {result['dice_tta']['1']:.4f} | {result['dice_plain']['1']:.4f} |",
+        f"| Dice posterior (2) | {result['dice_tta']['2']:.4f} | {result['dice_plain']['2']:.4f} |",
+        f"| mean Dice | {result['dice_tta']['mean']:.4f} | {result['dice_plain']['mean']:.4f} |",
+        f"| seconds per case (in process, 2 cores) | {result['seconds_per_case_tta']:.3f} | {result['seconds_per_case_plain']:.3f} |",
+        f"| ECE within 3 voxels of the structures | {result['ece_region']:.4f} | |",
+        f"| ECE over all voxels | {result['ece_all_voxels']:.4f} | |",
+        f"| AUROC of uncertainty for errors | {result['auroc_uncertainty_errors']:.4f} | |",
+        f"| fresh `medsegai segment` process, one case, start-up included | {cli_seconds:.2f} s | |",
+    ]
+    table = "\n".join(lines)
+    print("\n" + table)
+    (DOCS / "deep_table.md").write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
