@@ -142,9 +142,10 @@ def test_seeded_graph_cut_reaches_measured_dice_on_hippocampus(shared_data):
         dices.append(_dice(pred, sitk.GetArrayFromImage(ref) > 0))
         assert out.labels.GetSpacing() == image.GetSpacing()
         assert out.extra["seed_label_map"] == {"1": 1}
-    # Measured with the defaults: mean 0.785 (per case 0.755-0.811).
-    assert np.mean(dices) >= 0.75, dices
-    assert min(dices) >= 0.70, dices
+    # Measured with the defaults: mean 0.817 (per case 0.794-0.847); without the geodesic
+    # term (geodesic_weight=0) and with histograms it was 0.785.
+    assert np.mean(dices) >= 0.79, dices
+    assert min(dices) >= 0.75, dices
 
 
 def test_uncertainty_is_higher_on_misclassified_voxels(shared_data):
@@ -158,8 +159,8 @@ def test_uncertainty_is_higher_on_misclassified_voxels(shared_data):
         right_u.append(u[~wrong].mean())
         p = sitk.GetArrayFromImage(out.probabilities)
         np.testing.assert_allclose(p.sum(axis=-1), 1.0, atol=1e-4)
-    # Measured: 0.065/0.053/0.058 on misclassified vs 0.025/0.021/0.021 on correct voxels.
-    assert np.mean(wrong_u) > 2.0 * np.mean(right_u), (wrong_u, right_u)
+    # Measured: about 0.07 on misclassified vs 0.01 on correct voxels.
+    assert np.mean(wrong_u) > 3.0 * np.mean(right_u), (wrong_u, right_u)
 
 
 def test_mrf_uncertainty_is_higher_where_it_disagrees_with_the_reference(shared_data):

@@ -117,6 +117,7 @@ def solve_potts_grid(
     band_width: int = 1,
     mf_iterations: int = 10,
     max_memory_gb: float = 0.0,
+    spatial_unary: Optional[Callable] = None,
     progress=None,
 ) -> Tuple[np.ndarray, Optional[np.ndarray], Dict]:
     """MAP labels and mean-field marginals of a Potts energy over a 3D grid.
@@ -143,6 +144,9 @@ def solve_potts_grid(
         Mean-field iterations for the marginals (0 = no marginals).
     max_memory_gb : float
         Memory limit (0 = 80% of available); ResourceError beyond it.
+    spatial_unary : callable(arr, spacing, seeds) -> (z, y, x, K) float32, or None
+        Extra unary costs that depend on position (e.g. geodesic distances to seeds); computed
+        once on the coarse grid in banded mode and looked up from it for band voxels.
     progress : Progress or None
 
     Returns
@@ -165,11 +169,27 @@ def solve_potts_grid(
 
     banded = mode == "banded" or (mode == "auto" and arr.size > full_max_voxels)
     f = coarse_factors(shape, spacing_zyx, coarse_voxels) if banded else (1, 1, 1)
+    def with_spatial(extra, factors, level_shape):
+        if extra is None:
+            return unary_fn
+        flat_extra = extra.reshape(-1, k)
+
+        def fn(values, index):
+            u = unary_fn(values, index)
+            if factors is None:
+                return u + flat_extra[index]
+            z, y, x = np.unravel_index(index, shape)
+            ci = np.ravel_multi_index((z // factors[0], y // factors[1], x // factors[2]), level_shape)
+            return u + flat_extra[ci]
+
+        return fn
+
     common = dict(weight=weight, sigma=sigma, solver=solver, mf_iterations=mf_iterations, max_memory_gb=max_memory_gb)
     if f == (1, 1, 1):
         report(0.05, f"{solver} on {arr.size:,} voxels")
+        extra = None if spatial_unary is None else spatial_unary(arr, spacing_zyx, seeds)
         lab, q, _, energy = _solve_level(
-            arr, spacing_zyx, unary_fn, k, seeds=seeds, progress=lambda x, m: report(0.05 + 0.8 * x, m), **common
+            arr, spacing_zyx, with_spatial(extra, None, shape), k, seeds=seeds, progress=lambda x, m: report(0.05 + 0.8 * x, m), **common
         )
         info = {"mode": "full", "factors": [1, 1, 1], "solved_voxels": int(arr.size), "energy": energy}
         labels = lab.reshape(shape)
@@ -183,8 +203,9 @@ def solve_potts_grid(
     carr = block_mean(arr, f)
     cseeds = None if seeds is None else block_seeds(seeds, f, k)
     cspacing = [s * ff for s, ff in zip(spacing_zyx, f)]
+    cextra = None if spatial_unary is None else spatial_unary(carr, cspacing, cseeds)
     clab, cq, _, cenergy = _solve_level(
-        carr, cspacing, unary_fn, k, seeds=cseeds, progress=lambda x, m: report(0.05 + 0.3 * x, "coarse: " + m), **common
+        carr, cspacing, with_spatial(cextra, None, carr.shape), k, seeds=cseeds, progress=lambda x, m: report(0.05 + 0.3 * x, "coarse: " + m), **common
     )
     clab = clab.reshape(carr.shape)
     report(0.4, "band around the coarse boundary")
@@ -212,7 +233,7 @@ def solve_potts_grid(
     if n_band:
         held = arr.size * (k * 4 + 2 + 8)  # full-res labels, marginals, node map
         lab, q, nodes, energy = _solve_level(
-            arr, spacing_zyx, unary_fn, k, seeds=seeds, band=band, fixed=labels, extra_bytes=held,
+            arr, spacing_zyx, with_spatial(cextra, f, carr.shape), k, seeds=seeds, band=band, fixed=labels, extra_bytes=held,
             progress=lambda x, m: report(0.45 + 0.5 * x, "band: " + m), **common,
         )
         labels.reshape(-1)[nodes] = lab

@@ -49,7 +49,7 @@ register(
         "hard constraints, intensity models from the seeds, contrast-sensitive cut in 3D (alpha-expansion "
         "for several objects), coarse-to-fine on large volumes; uncertainty from mean-field marginals",
         needs=("seeds",),
-        defaults={"background_label": 0, "lam": 6.0, "sigma": 0.0, "intensity_model": "histogram", "bins": 64,
+        defaults={"background_label": 0, "lam": 6.0, "sigma": 0.0, "intensity_model": "gaussian", "bins": 64, "geodesic_weight": 0.1,
                   "seed_connected": True, "solver": "graphcut", **_SOLVE_DEFAULTS},
     )
 )
