@@ -1,10 +1,11 @@
 """``medsegai demo``: every method family on the bundled sample cases, with a summary.
 
 The sample cases (``Resources/SampleData``) are real hippocampus MRI crops with reference
-labels. The demo runs the classical methods, the atlas method with the shipped atlas library
-and the deep method with the shipped model, writes every output per method and case (plus an
-overview PNG), and prints Dice against the reference where the method's classes are the
-reference's (atlas, deep).
+labels and scribble seeds. The demo runs the classical methods (seeded graph cut from the
+bundled scribbles), the atlas method with the shipped atlas library and the deep method with
+the shipped model, writes every output per method and case (plus an overview PNG and a report),
+and prints Dice against the reference where the method's classes are the reference's
+(graphcut, atlas, deep).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ Run MedSegAI on the bundled sample data (three hippocampus MRI crops, MSD Task04
 with each method whose resources are installed:
   otsu    multi-Otsu intensity classes (classical)
   mrf     Gaussian mixture + Potts MRF by graph cut (classical)
+  graphcut  seeded graph cut from the bundled scribbles <case>_seeds.nii.gz (classical)
   atlas   multi-atlas registration and label fusion with the shipped hippocampus atlases
   deep    the shipped hippocampus U-Net
 Outputs go to OUTPUT/<method>/<case>/ (labels, instances, uncertainty, .seg.nrrd, table,
@@ -42,6 +44,7 @@ provenance, overview.png, report.html); OUTPUT/summary.json holds the figures pr
 DEMO_RUNS = (
     ("otsu", {"n_classes": "3"}, None),
     ("mrf", {"n_classes": "3"}, None),
+    ("graphcut", {}, "seeds"),
     ("atlas", {}, "atlases"),
     ("deep", {}, "model"),
 )
@@ -83,6 +86,8 @@ def _available_runs(selected: str):
             print(f"demo: skipping '{method}' (not part of this installation)", file=sys.stderr)
             continue
         extra = {}
+        if needs == "seeds" and not any(c["seeds"] for c in sample_cases()):
+            continue
         if needs == "atlases":
             if not (atlases_dir() / "hippocampus").is_dir():
                 print("demo: skipping 'atlas' (no shipped atlas library)", file=sys.stderr)
@@ -115,6 +120,8 @@ def run(args) -> int:
     rows = []
     for method, params, extra in runs:
         for case in cases:
+            if method == "graphcut" and case["seeds"] is None:
+                continue
             cargs = SimpleNamespace(
                 method=method,
                 atlases=extra.get("atlases"),
@@ -123,7 +130,7 @@ def run(args) -> int:
                 # Intensity classes have speckle; anatomy outputs keep lobes >= 10% of the largest.
                 min_island_mm3=20.0 if method in ("otsu", "mrf") else 0.0,
                 keep_largest=False,
-                keep_fraction=0.1 if method in ("atlas", "deep") else 0.0,
+                keep_fraction=0.1 if method in ("graphcut", "atlas", "deep") else 0.0,
                 fill_holes=False,
                 connectivity=26,
                 no_radiomics=False,
@@ -135,7 +142,7 @@ def run(args) -> int:
             t0 = time.perf_counter()
             try:
                 result, _ = run_case(
-                    Case(case["name"], [str(case["image"])], folder),
+                    Case(case["name"], [str(case["image"])], folder, seeds=case["seeds"] if method == "graphcut" else None),
                     cargs,
                     params,
                     progress=(lambda f, m, b=bar, l=f"{method} {case['name']}": b(f, f"{l}: {m}")) if bar else None,
@@ -145,7 +152,7 @@ def run(args) -> int:
                     bar.close()
             seconds = time.perf_counter() - t0
             dice = None
-            if method in ("atlas", "deep"):
+            if method in ("graphcut", "atlas", "deep"):
                 dice = _dice_by_class(result.labels, sitk.ReadImage(str(case["label"])))
             mean_unc = float(sitk.GetArrayViewFromImage(result.uncertainty).mean())
             summary["runs"].append(
