@@ -15,6 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ...core.errors import InputError, ResourceError
+from ...core.memory import available_memory_bytes
 from ...core.progress import Progress
 from ...uncertainty.entropy import normalized_entropy
 from .preprocess import prepare_channels
@@ -37,18 +38,6 @@ def resolve_device(device: str = "auto") -> str:
     if device not in ("cpu", "cuda", "mps"):
         raise InputError(f"unknown device '{device}'; use auto, cpu or cuda")
     return device
-
-
-def available_memory_bytes() -> int:
-    """Available system memory (Linux /proc/meminfo; a large number elsewhere)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 1 << 40
 
 
 def estimate_memory_bytes(shape_zyx: Sequence[int], plan, passes: int) -> int:
