@@ -308,3 +308,16 @@ def test_crf_boundaries_follow_edges_more_than_mrf(shared_data):
     agree_mrf = np.mean(sitk.GetArrayFromImage(mrf_out.labels) == unary)
     agree_crf = np.mean(sitk.GetArrayFromImage(crf_out.labels) == unary)
     assert agree_crf > agree_mrf
+
+
+def test_banded_mrf_agrees_with_the_full_mrf(shared_data):
+    image, _ = _ct_liver(shared_data)
+    full = potts_mrf_segmentation(image, n_classes=3, mode="full", mf_iterations=0)
+    banded = potts_mrf_segmentation(image, n_classes=3, mode="banded", coarse_voxels=30_000, mf_iterations=3)
+    assert banded.extra["solve"]["mode"] == "banded" and banded.extra["solve"]["factors"] != [1, 1, 1]
+    a, b = (sitk.GetArrayFromImage(o.labels) for o in (full, banded))
+    # Measured: 0.997 of voxels agree while the band holds 55% of the voxels (3 classes of CT).
+    assert banded.extra["solve"]["band_fraction"] < 0.8
+    assert np.mean(a == b) > 0.97
+    p = sitk.GetArrayFromImage(banded.probabilities)
+    np.testing.assert_allclose(p.sum(axis=-1), 1.0, atol=1e-4)
