@@ -22,6 +22,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from ...core.errors import MissingDependencyError, ResourceError
+from ...core.memory import available_memory_bytes
 
 # Cost used to make a seed a hard constraint: large against any unary or summed pairwise cost
 # that the models here produce (unaries are negative log-likelihoods clipped to < 50 nats).
@@ -119,18 +120,6 @@ def estimate_memory_bytes(n_nodes: int, n_labels: int, *, graph: bool = True, n_
     if graph:
         total += n_nodes * _GRAPH_NODE_BYTES + n_edges * _GRAPH_EDGE_BYTES
     return int(total)
-
-
-def available_memory_bytes() -> int:
-    """MemAvailable from /proc/meminfo (Linux); 8 GiB when it cannot be read."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8 << 30
 
 
 def check_memory(
