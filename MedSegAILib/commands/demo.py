@@ -58,14 +58,17 @@ def add_arguments(p) -> None:
 
 
 def sample_cases() -> List[Dict[str, Path]]:
-    """The bundled cases: [{"name", "image", "label"}], sorted by name."""
+    """The bundled cases: [{"name", "image", "label", "seeds"}], sorted by name."""
     folder = sample_data_dir()
     cases = []
     for img in sorted(folder.glob("*.nii.gz")):
-        if img.name.endswith("_label.nii.gz"):
+        if img.name.endswith(("_label.nii.gz", "_seeds.nii.gz")):
             continue
         name = img.name[: -len(".nii.gz")]
-        cases.append({"name": name, "image": img, "label": folder / f"{name}_label.nii.gz"})
+        seeds = folder / f"{name}_seeds.nii.gz"
+        cases.append(
+            {"name": name, "image": img, "label": folder / f"{name}_label.nii.gz", "seeds": seeds if seeds.exists() else None}
+        )
     if not cases:
         raise InputError(f"no sample data found in '{folder}'")
     return cases

@@ -54,6 +54,9 @@ FAMILY_REQUIREMENTS: Dict[str, Tuple[Requirement, ...]] = {
 #: Methods that need more than their family.
 METHOD_REQUIREMENTS: Dict[str, Tuple[Requirement, ...]] = {
     "graphcut": (PYMAXFLOW,),
+    # The default graph-cut solver of mrf/crf needs PyMaxflow (solver=icm does not).
+    "mrf": (PYMAXFLOW,),
+    "crf": (PYMAXFLOW,),
 }
 
 
