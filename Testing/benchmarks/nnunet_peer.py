@@ -1,0 +1,174 @@
+"""nnU-Net v2 peer for the deep benchmark: same split, a wall-clock training budget on the CPU.
+
+nnU-Net runs in its own venv beside the project (``.venv-peers/nnunet``: torch 2.14.1,
+torchvision 0.29.1, nnunetv2), never as a project dependency; ``--setup`` creates it. Steps:
+
+1. the 200 hippocampus cases in nnU-Net's raw layout (Dataset004_Hippocampus);
+2. ``nnUNetv2_plan_and_preprocess -c 3d_fullres``, and ``splits_final.json`` with fold 0 =
+   MedSegAI's split (validation = the last 40 cases by sorted name, training = the other 160);
+3. ``nnUNetv2_train ... 3d_fullres 0 -tr TRAINER -device cpu`` stopped when the budget ends
+   (nnU-Net keeps ``checkpoint_best.pth`` from the epoch with the best EMA pseudo-Dice);
+4. ``nnUNetv2_predict`` of the 40 validation cases with that checkpoint, timed;
+5. Dice per class with the project's own metric code; JSON with budget, epochs, CPU seconds.
+
+Usage:
+  .venv/bin/python Testing/benchmarks/nnunet_peer.py --setup --budget-min 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+from MedSegAILib.measure.metrics import evaluate_labelmaps  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data" / "hippocampus"
+VENV = REPO / ".venv-peers" / "nnunet"
+WORK = REPO / "Testing" / "benchmarks" / "work" / "nnunet"
+DATASET = "Dataset004_Hippocampus"
+
+
+def setup() -> None:
+    if (VENV / "bin" / "nnUNetv2_train").exists():
+        return
+    subprocess.run(["python3.11", "-m", "venv", str(VENV)], check=True)
+    subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "torch==2.14.1", "torchvision==0.29.1", "nnunetv2"], check=True)
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e.update(
+        nnUNet_raw=str(WORK / "raw"),
+        nnUNet_preprocessed=str(WORK / "preprocessed"),
+        nnUNet_results=str(WORK / "results"),
+        nnUNet_n_proc_DA="1",  # one augmentation worker: the machine has 2 cores
+        OMP_NUM_THREADS="2",
+    )
+    return e
+
+
+def split():
+    names = sorted(f.name[: -len(".nii.gz")] for f in (DATA / "imagesTr").glob("*.nii.gz"))
+    return names[:-40], names[-40:]
+
+
+def prepare() -> None:
+    raw = WORK / "raw" / DATASET
+    if not (raw / "dataset.json").exists():
+        for sub in ("imagesTr", "labelsTr"):
+            (raw / sub).mkdir(parents=True, exist_ok=True)
+        for f in sorted((DATA / "imagesTr").glob("*.nii.gz")):
+            shutil.copy(f, raw / "imagesTr" / f.name.replace(".nii.gz", "_0000.nii.gz"))
+            shutil.copy(DATA / "labelsTr" / f.name, raw / "labelsTr" / f.name)
+        meta = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "Anterior": 1, "Posterior": 2}, "numTraining": 200, "file_ending": ".nii.gz"}
+        (raw / "dataset.json").write_text(json.dumps(meta, indent=1))
+    pre = WORK / "preprocessed" / DATASET
+    if not (pre / "nnUNetPlans.json").exists():
+        subprocess.run([str(VENV / "bin" / "nnUNetv2_plan_and_preprocess"), "-d", "4", "-c", "3d_fullres", "-np", "1", "--verify_dataset_integrity"], check=True, env=env())
+    train, val = split()
+    (pre / "splits_final.json").write_text(json.dumps([{"train": train, "val": val}], indent=1))
+
+
+def train(budget_min: float, trainer: str) -> dict:
+    log = WORK / "train.log"
+    t0 = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [str(VENV / "bin" / "nnUNetv2_train"), "4", "3d_fullres", "0", "-tr", trainer, "-device", "cpu"],
+            env=env(), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            proc.wait(timeout=budget_min * 60)
+            stopped = False
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            stopped = True
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    text = log.read_text(errors="replace")
+    epochs = len(re.findall(r"Epoch time:", text))
+    return {
+        "trainer": trainer,
+        "budget_min": budget_min,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "cpu_s": round((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), 1),
+        "stopped_by_budget": stopped,
+        "epochs_completed": epochs,
+        "pseudo_dice_log": re.findall(r"Pseudo dice \[([^\]]*)\]", text)[-5:],
+    }
+
+
+def predict(trainer: str) -> dict:
+    _, val = split()
+    fold = WORK / "results" / DATASET / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
+    ckpt = next((c for c in ("checkpoint_final.pth", "checkpoint_best.pth", "checkpoint_latest.pth") if (fold / c).exists()), None)
+    if ckpt is None:
+        return {"checkpoint": None, "note": "no checkpoint was written within the budget"}
+    inp, out = WORK / "val_in", WORK / "val_out"
+    shutil.rmtree(out, ignore_errors=True)
+    inp.mkdir(exist_ok=True)
+    for n in val:
+        shutil.copy(DATA / "imagesTr" / f"{n}.nii.gz", inp / f"{n}_0000.nii.gz")
+    t0 = time.perf_counter()
+    subprocess.run(
+        [str(VENV / "bin" / "nnUNetv2_predict"), "-i", str(inp), "-o", str(out), "-d", "4", "-c", "3d_fullres", "-f", "0",
+         "-tr", trainer, "-chk", ckpt, "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"],
+        check=True, env=env(), capture_output=True,
+    )
+    seconds = time.perf_counter() - t0
+    d1, d2 = [], []
+    for n in val:
+        rep = evaluate_labelmaps(sitk.ReadImage(str(out / f"{n}.nii.gz")), sitk.ReadImage(str(DATA / "labelsTr" / f"{n}.nii.gz")))
+        d1.append(rep["classes"].get("1", {}).get("dice", 0.0))
+        d2.append(rep["classes"].get("2", {}).get("dice", 0.0))
+    return {
+        "checkpoint": ckpt,
+        "dice": {"1": float(np.mean(d1)), "2": float(np.mean(d2))},
+        "dice_mean": float((np.mean(d1) + np.mean(d2)) / 2),
+        "predict_seconds_per_case": seconds / len(val),
+        "validation_cases": val,
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--setup", action="store_true", help="create the peer venv when missing")
+    ap.add_argument("--budget-min", type=float, default=30.0)
+    ap.add_argument("--trainer", default="nnUNetTrainer_5epochs", help="reduced-epoch trainer (nnU-Net's training_length variants)")
+    ap.add_argument("--json", default=str(WORK.parent / "nnunet_peer.json"))
+    args = ap.parse_args(argv)
+    if args.setup:
+        setup()
+    WORK.mkdir(parents=True, exist_ok=True)
+    prepare()
+    result = {"peer": "nnU-Net v2 3d_fullres", "split": "validation = last 40 by sorted name; training = other 160"}
+    result["training"] = train(args.budget_min, args.trainer)
+    result.update(predict(args.trainer))
+    ver = subprocess.run([str(VENV / "bin" / "python"), "-c", "import torch, importlib.metadata as m; print(torch.__version__, m.version('nnunetv2'))"], capture_output=True, text=True)
+    result["versions"] = ver.stdout.strip()
+    Path(args.json).write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "validation_cases"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
