@@ -74,6 +74,35 @@ def test_inference_keeps_input_geometry_on_oblique_anisotropic_image(tiny_model,
     assert np.allclose(p.sum(-1), 1.0, atol=1e-4)
 
 
+def test_signed_distance_targets_match_simpleitk_maurer_map(hippocampus_case):
+    """The SDF head's targets against SimpleITK's signed Maurer distance on a real label."""
+    from MedSegAILib.methods.deep.losses import signed_distance_targets
+
+    lab = sitk.ReadImage(str(hippocampus_case[1]))
+    arr = sitk.GetArrayFromImage(lab)
+    spacing_zyx = lab.GetSpacing()[::-1]
+    ours = signed_distance_targets(torch.from_numpy(arr[None, None].astype(np.int64)), 3, spacing_zyx, scale_mm=5.0)[0].numpy()
+    for c in (1, 2):
+        ref = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(lab == c, insideIsPositive=False, squaredDistance=False, useImageSpacing=True))
+        ref = np.tanh(ref / 5.0)
+        assert np.corrcoef(ours[c - 1].ravel(), ref.ravel())[0, 1] > 0.99
+        far = np.abs(ref) > np.tanh(1.5 / 5.0)  # more than 1.5 mm from the surface: signs agree
+        assert np.array_equal(np.sign(ours[c - 1][far]), np.sign(ref[far]))
+
+
+def test_sdf_head_trains_and_its_model_segments(tiny_dataset, hippocampus_case, tmp_path):
+    out = tmp_path / "sdf"
+    opts = TrainOptions(features=[8, 16, 32], epochs=5, batch_size=2, val_cases=2, augment=0.0, lr=3e-3, threads=2, seed=1, sdf_head=True)
+    card = train(tiny_dataset, out, opts, log=lambda m: None)
+    assert card["plan"]["sdf_head"] is True
+    losses = [h["train_loss"] for h in json.loads((out / "checkpoint.json").read_text())["history"]]
+    assert losses[-1] < 0.8 * losses[0], losses
+    img = sitk.ReadImage(str(hippocampus_case[0]), sitk.sitkFloat32)
+    res = segment_with_model([img], out, device="cpu", tta=False)
+    assert sitk.GetArrayViewFromImage(res.probabilities).shape[-1] == 3  # K logits only, not the distance channels
+    assert res.labels.GetSize() == img.GetSize()
+
+
 def test_tampered_weights_are_refused(tiny_model, tmp_path):
     out, _ = tiny_model
     bad = tmp_path / "tampered"

@@ -30,9 +30,13 @@ def add_arguments(p) -> None:
     p.add_argument("--features", default="16,32,64,128", help="channels per U-Net level (default 16,32,64,128)")
     p.add_argument("--dropout", type=float, default=0.1, help="dropout probability, also used for MC dropout (default 0.1)")
     p.add_argument("--aspp", action="store_true", help="add a dilated (atrous) multi-scale block")
+    p.add_argument("--sdf-head", action="store_true", help="add a signed-distance regression head (auxiliary shape task)")
+    p.add_argument("--sdf-weight", type=float, default=0.5, help="weight of the signed-distance loss (default 0.5)")
+    p.add_argument("--no-mixed-precision", action="store_true", help="train in float32 on CUDA too (default: float16 autocast on CUDA)")
     p.add_argument("--loss", default="dice_ce", choices=("dice_ce", "ce", "wbce", "dice", "tversky", "focal", "dice_focal", "dice_ce_boundary"), help="loss (default dice_ce)")
     p.add_argument("--epochs", type=int, default=200, help="maximum epochs (default 200)")
     p.add_argument("--time-budget-min", type=float, help="stop after this many minutes; the learning-rate schedule spans the budget")
+    p.add_argument("--budget-clock", choices=("wall", "cpu"), default="wall", help="measure --time-budget-min in elapsed (wall) or process CPU time (default wall)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (default 2e-3, polynomial decay)")
     p.add_argument("--val-cases", type=int, default=40, help="the last N cases by name validate (default 40)")
@@ -61,10 +65,10 @@ def run(args) -> int:
         names = {i + 1: n.strip() for i, n in enumerate(args.class_names.split(","))}
     opts = TrainOptions(
         network=args.network, norm=args.norm, features=features, dropout=args.dropout, aspp=args.aspp,
-        loss=args.loss, epochs=args.epochs, time_budget_min=args.time_budget_min, batch_size=args.batch_size,
+        loss=args.loss, epochs=args.epochs, time_budget_min=args.time_budget_min, budget_clock=args.budget_clock, batch_size=args.batch_size,
         lr=args.lr, val_cases=args.val_cases, val_every=args.val_every, seed=args.seed, augment=args.augment,
         threads=args.threads, max_train_cases=args.max_train_cases, device=args.device, class_names=names,
-        name=args.name,
+        name=args.name, sdf_head=args.sdf_head, sdf_weight=args.sdf_weight, mixed_precision=not args.no_mixed_precision,
     )
     bar = TextProgressBar(delay=0.0)
     try:

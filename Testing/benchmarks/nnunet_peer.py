@@ -6,8 +6,10 @@ torchvision 0.29.1, nnunetv2), never as a project dependency; ``--setup`` create
 1. the 200 hippocampus cases in nnU-Net's raw layout (Dataset004_Hippocampus);
 2. ``nnUNetv2_plan_and_preprocess -c 3d_fullres``, and ``splits_final.json`` with fold 0 =
    MedSegAI's split (validation = the last 40 cases by sorted name, training = the other 160);
-3. ``nnUNetv2_train ... 3d_fullres 0 -tr TRAINER -device cpu`` stopped when the budget ends
-   (nnU-Net keeps ``checkpoint_best.pth`` from the epoch with the best EMA pseudo-Dice);
+3. nnU-Net's trainer (``nnunet_train_cpu.py``: its own ``get_trainer_from_args`` and
+   ``run_training`` with a fixed torch thread count, augmentation in-process), stopped when the
+   CPU (or wall) budget ends; nnU-Net writes ``checkpoint_final.pth`` when its reduced-epoch
+   schedule completes, else ``checkpoint_best.pth`` is used;
 4. ``nnUNetv2_predict`` of the 40 validation cases with that checkpoint, timed;
 5. Dice per class with the project's own metric code; JSON with budget, epochs, CPU seconds.
 
@@ -21,7 +23,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -83,34 +84,53 @@ def prepare() -> None:
     (pre / "splits_final.json").write_text(json.dumps([{"train": train, "val": val}], indent=1))
 
 
-def train(budget_min: float, trainer: str) -> dict:
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its reaped children, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def train(budget_min: float, trainer: str, threads: int, clock: str) -> dict:
+    """Train fold 0; stop when ``budget_min`` of CPU (or wall) time is spent."""
     log = WORK / "train.log"
+    stats = WORK / "train_time.json"
+    stats.unlink(missing_ok=True)
+    e = env()
+    e.update(OMP_NUM_THREADS=str(threads), nnUNet_n_proc_DA="0")  # augmentation in-process, as MedSegAI does
     t0 = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = 0.0
     with open(log, "w") as fh:
         proc = subprocess.Popen(
-            [str(VENV / "bin" / "nnUNetv2_train"), "4", "3d_fullres", "0", "-tr", trainer, "-device", "cpu"],
-            env=env(), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+            [str(VENV / "bin" / "python"), str(Path(__file__).with_name("nnunet_train_cpu.py")), "4", trainer, str(threads), str(stats)],
+            env=e, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        try:
-            proc.wait(timeout=budget_min * 60)
-            stopped = False
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            stopped = True
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        stopped = False
+        while proc.poll() is None:
+            time.sleep(5)
+            cpu = max(cpu, _tree_cpu_seconds(proc.pid))
+            spent = cpu if clock == "cpu" else time.perf_counter() - t0
+            if spent >= budget_min * 60:
+                os.killpg(proc.pid, signal.SIGINT)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                stopped = True
     text = log.read_text(errors="replace")
     epochs = len(re.findall(r"Epoch time:", text))
+    own = json.loads(stats.read_text()) if stats.exists() else {}
     return {
         "trainer": trainer,
+        "threads": threads,
         "budget_min": budget_min,
+        "budget_clock": clock,
         "wall_s": round(time.perf_counter() - t0, 1),
-        "cpu_s": round((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), 1),
+        "cpu_s": round(own.get("cpu_s", cpu), 1),
         "stopped_by_budget": stopped,
         "epochs_completed": epochs,
         "pseudo_dice_log": re.findall(r"Pseudo dice \[([^\]]*)\]", text)[-5:],
@@ -153,7 +173,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--setup", action="store_true", help="create the peer venv when missing")
     ap.add_argument("--budget-min", type=float, default=30.0)
-    ap.add_argument("--trainer", default="nnUNetTrainer_5epochs", help="reduced-epoch trainer (nnU-Net's training_length variants)")
+    ap.add_argument("--trainer", default="nnUNetTrainer_1epoch", help="reduced-epoch trainer (nnU-Net's training_length variants)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1)")
+    ap.add_argument("--budget-clock", choices=("cpu", "wall"), default="cpu", help="budget in CPU (default) or wall time")
     ap.add_argument("--json", default=str(WORK.parent / "nnunet_peer.json"))
     args = ap.parse_args(argv)
     if args.setup:
@@ -161,7 +183,7 @@ def main(argv=None) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     prepare()
     result = {"peer": "nnU-Net v2 3d_fullres", "split": "validation = last 40 by sorted name; training = other 160"}
-    result["training"] = train(args.budget_min, args.trainer)
+    result["training"] = train(args.budget_min, args.trainer, args.threads, args.budget_clock)
     result.update(predict(args.trainer))
     ver = subprocess.run([str(VENV / "bin" / "python"), "-c", "import torch, importlib.metadata as m; print(torch.__version__, m.version('nnunetv2'))"], capture_output=True, text=True)
     result["versions"] = ver.stdout.strip()

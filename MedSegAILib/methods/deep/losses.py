@@ -7,6 +7,7 @@ raters).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss, FocalLoss, TverskyLoss
@@ -55,6 +56,39 @@ class BoundaryLoss(torch.nn.Module):
                     sdm[b, c] = torch.from_numpy(d).to(logits)
         prob = torch.softmax(logits, dim=1)
         return (prob[:, 1:] * sdm[:, 1:]).mean()
+
+
+def signed_distance_targets(target: torch.Tensor, k: int, spacing_zyx=(1.0, 1.0, 1.0), scale_mm: float = 5.0) -> torch.Tensor:
+    """``tanh(d / scale_mm)`` of each foreground class's signed distance d in mm (negative
+    inside, positive outside), shape (B, K-1, Z, Y, X); a class absent from a sample gets +1
+    (far outside) and a class filling it -1. Exact EDT from SciPy on the (small) patches."""
+    from scipy import ndimage
+
+    onehot = _one_hot(target, k).detach().cpu().numpy() > 0.5
+    out = np.ones((onehot.shape[0], k - 1) + onehot.shape[2:], dtype=np.float32)
+    for b in range(onehot.shape[0]):
+        for c in range(1, k):
+            m = onehot[b, c]
+            if m.all():
+                out[b, c - 1] = -1.0
+            elif m.any():
+                d = ndimage.distance_transform_edt(~m, sampling=spacing_zyx) - ndimage.distance_transform_edt(m, sampling=spacing_zyx)
+                out[b, c - 1] = np.tanh(d / scale_mm)
+    return torch.from_numpy(out).to(target.device)
+
+
+class SignedDistanceLoss(torch.nn.Module):
+    """L1 between predicted and reference ``tanh(signed distance / scale)`` maps: the
+    regression task of the optional SDF head (Xue et al. 2020 style shape prior). Not in MONAI."""
+
+    def __init__(self, spacing_zyx=(1.0, 1.0, 1.0), scale_mm: float = 5.0):
+        super().__init__()
+        self.spacing_zyx = tuple(float(s) for s in spacing_zyx)
+        self.scale_mm = float(scale_mm)
+
+    def forward(self, sdf_pred, target):
+        ref = signed_distance_targets(target, sdf_pred.shape[1] + 1, self.spacing_zyx, self.scale_mm)
+        return (sdf_pred - ref.to(sdf_pred)).abs().mean()
 
 
 class _Combined(torch.nn.Module):

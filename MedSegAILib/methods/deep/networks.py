@@ -7,6 +7,10 @@
   for every kind. 2.5D stacks ``context_slices`` neighbours on each side as channels.
 - ``swinunetr``: MONAI ``SwinUNETR`` (hybrid CNN-transformer).
 
+With ``sdf_head`` the network has K-1 more output channels, regressing each class's signed
+distance map (``WithSignedDistanceHead``); its ``forward`` still returns the K logits, so
+inference is unchanged, and training calls ``forward_with_sdf``.
+
 All take (B, C, Z, Y, X) and return logits (B, K, Z, Y, X). This module imports torch and
 MONAI: only the training and inference modules import it, never the method registry.
 """
@@ -33,19 +37,45 @@ def _norm_arg(norm: str):
 
 def build_network(plan: Plan) -> torch.nn.Module:
     """A torch.nn.Module for ``plan``."""
-    norm = _norm_arg(plan.norm)
+    if plan.sdf_head:
+        return WithSignedDistanceHead(_build_body(plan, plan.num_classes + plan.num_classes - 1), plan.num_classes)
+    return _build_body(plan, plan.num_classes)
 
+
+def _build_body(plan: Plan, out_channels: int) -> torch.nn.Module:
+    norm = _norm_arg(plan.norm)
     if plan.network == "swinunetr":
-        return SwinUNETR(in_channels=plan.in_channels, out_channels=plan.num_classes, feature_size=24, spatial_dims=3, drop_rate=plan.dropout)
+        return SwinUNETR(in_channels=plan.in_channels, out_channels=out_channels, feature_size=24, spatial_dims=3, drop_rate=plan.dropout)
 
     strides = [2] * (len(plan.features) - 1)
     if plan.network == "unet3d":
-        net = UNet(3, plan.in_channels, plan.num_classes, plan.features, strides, num_res_units=2, norm=norm, dropout=plan.dropout)
-        return _WithASPP(net, plan) if plan.aspp else net
+        net = UNet(3, plan.in_channels, out_channels, plan.features, strides, num_res_units=2, norm=norm, dropout=plan.dropout)
+        return _WithASPP(net, out_channels) if plan.aspp else net
 
     context = plan.context_slices if plan.network == "unet2.5d" else 0
-    net2d = UNet(2, plan.in_channels * (2 * context + 1), plan.num_classes, plan.features, strides, num_res_units=2, norm=norm, dropout=plan.dropout)
+    net2d = UNet(2, plan.in_channels * (2 * context + 1), out_channels, plan.features, strides, num_res_units=2, norm=norm, dropout=plan.dropout)
     return SliceWise2D(net2d, context)
+
+
+class WithSignedDistanceHead(torch.nn.Module):
+    """A body with K + (K-1) output channels read as K logits and K-1 signed distances.
+
+    The distance channels pass through tanh: they regress ``tanh(d / scale)`` of each class's
+    signed distance d (negative inside). Written here: MONAI has no multi-task wrapper.
+    """
+
+    def __init__(self, body: torch.nn.Module, num_classes: int):
+        super().__init__()
+        self.body = body
+        self.num_classes = int(num_classes)
+
+    def forward_with_sdf(self, x):
+        """(logits (B, K, Z, Y, X), tanh signed distances (B, K-1, Z, Y, X))."""
+        out = self.body(x)
+        return out[:, : self.num_classes], torch.tanh(out[:, self.num_classes :])
+
+    def forward(self, x):
+        return self.body(x)[:, : self.num_classes]
 
 
 class SliceWise2D(torch.nn.Module):
@@ -79,10 +109,9 @@ class _WithASPP(torch.nn.Module):
     resolution on the logits' K channels: a cheap, multi-scale context module.
     """
 
-    def __init__(self, net, plan: Plan):
+    def __init__(self, net, k: int):
         super().__init__()
         self.net = net
-        k = plan.num_classes
         self.aspp = SimpleASPP(3, k, 4, kernel_sizes=(1, 3, 3, 3), dilations=(1, 2, 4, 6), norm_type=("instance", {"affine": True}))
         self.head = torch.nn.Conv3d(16 + k, k, 1)
 

@@ -39,6 +39,8 @@ class Plan:
     norm : one of NORMS
     dropout : dropout probability in the U-Net units (also used for MC dropout)
     aspp : a dilated (atrous) bottleneck block
+    sdf_head : an auxiliary output of K-1 channels regressing each class's signed distance
+        (trained with ``losses.SignedDistanceLoss``; inference reads the K logits only)
     """
 
     network: str = "unet3d"
@@ -52,6 +54,7 @@ class Plan:
     norm: str = "instance"
     dropout: float = 0.1
     aspp: bool = False
+    sdf_head: bool = False
     context_slices: int = 1
     class_names: Dict[str, str] = field(default_factory=dict)
     class_colors: Dict[str, List[float]] = field(default_factory=dict)
@@ -82,6 +85,7 @@ def make_plan(
     features: Optional[List[int]] = None,
     dropout: float = 0.1,
     aspp: bool = False,
+    sdf_head: bool = False,
     class_names: Optional[Dict[int, str]] = None,
     max_patch_voxels: int = 128 ** 3 // 2,
 ) -> Plan:
@@ -115,6 +119,7 @@ def make_plan(
         norm=norm,
         dropout=dropout,
         aspp=aspp,
+        sdf_head=sdf_head,
         class_names={str(l): names.get(l, f"Label {l}") for l in range(1, num_classes)},
         class_colors={str(l): list(colors[l - 1]) for l in range(1, num_classes)},
     )

@@ -38,6 +38,8 @@ class TrainOptions:
     epochs : maximum epochs
     time_budget_min : stop after this many minutes of training (None = epochs only); the
         learning-rate schedule spans whichever ends first
+    budget_clock : "wall" (elapsed time) or "cpu" (this process's CPU time, all threads):
+        a CPU budget keeps comparisons fair on a shared machine
     batch_size, lr, weight_decay : AdamW settings
     val_cases : the last N cases (by name) form the validation split
     val_every : validate every N epochs
@@ -45,6 +47,8 @@ class TrainOptions:
     augment : augmentation strength (0 = none)
     threads : torch CPU threads (0 = all cores)
     max_train_cases : use only the first N training cases (smoke tests)
+    sdf_head, sdf_weight : add the signed-distance regression head, and its loss weight
+    mixed_precision : float16 autocast with gradient scaling on CUDA (ignored on CPU)
     """
 
     network: Optional[str] = None
@@ -55,6 +59,7 @@ class TrainOptions:
     loss: str = "dice_ce"
     epochs: int = 200
     time_budget_min: Optional[float] = None
+    budget_clock: str = "wall"
     batch_size: int = 4
     lr: float = 2e-3
     weight_decay: float = 1e-5
@@ -64,6 +69,9 @@ class TrainOptions:
     augment: float = 1.0
     threads: int = 0
     max_train_cases: Optional[int] = None
+    sdf_head: bool = False
+    sdf_weight: float = 0.5
+    mixed_precision: bool = True
     device: str = "auto"
     class_names: Dict[int, str] = field(default_factory=dict)
     name: str = ""
@@ -157,7 +165,7 @@ def train(
 
     from .augment import training_transforms
     from .inference import predict_array, resolve_device
-    from .losses import build_loss
+    from .losses import SignedDistanceLoss, build_loss
     from .model_store import save_model
     from .networks import build_network
 
@@ -181,7 +189,7 @@ def train(
     prog.update(0.0, "fingerprint")
     fp = fingerprint(ds)
     names = {**ds.class_names, **{int(k): v for k, v in opt.class_names.items()}}
-    plan = make_plan(fp, network=opt.network, norm=opt.norm, features=opt.features, dropout=opt.dropout, aspp=opt.aspp, class_names=names)
+    plan = make_plan(fp, network=opt.network, norm=opt.norm, features=opt.features, dropout=opt.dropout, aspp=opt.aspp, sdf_head=opt.sdf_head, class_names=names)
     out.mkdir(parents=True, exist_ok=True)
     (out / "plan.json").write_text(json.dumps({"fingerprint": fp, "plan": plan.to_dict()}, indent=2))
     log(f"plan: {plan.network}, patch {plan.patch_size_zyx}, spacing {plan.target_spacing_xyz}, {plan.num_classes} classes, {len(train_cases)} train / {len(val_cases)} validation cases")
@@ -190,6 +198,9 @@ def train(
     val_data = _load(val_cases, plan)
     net = build_network(plan).to(device)
     loss_fn = build_loss(opt.loss)
+    sdf_loss = SignedDistanceLoss(spacing_zyx=plan.target_spacing_xyz[::-1]) if plan.sdf_head else None
+    amp = bool(opt.mixed_precision and device == "cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
     optimizer = torch.optim.AdamW(net.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
     transforms = training_transforms(plan.patch_size_zyx, strength=opt.augment, seed=opt.seed, is_2d=plan.network != "unet3d") if opt.augment > 0 else None
     if transforms is None:
@@ -205,17 +216,25 @@ def train(
         log(f"resumed at epoch {state['epoch']}")
 
     budget_s = opt.time_budget_min * 60 if opt.time_budget_min else None
+    if opt.budget_clock not in ("wall", "cpu"):
+        raise InputError(f"budget clock must be 'wall' or 'cpu', got '{opt.budget_clock}'")
+    clock = time.process_time if opt.budget_clock == "cpu" else time.perf_counter
     rng = np.random.default_rng(opt.seed + state["epoch"])
     t_start = time.perf_counter() - state["elapsed_s"]
+    c_start = time.process_time() - state.get("cpu_s", 0.0)
+    b_start = c_start if opt.budget_clock == "cpu" else t_start
+
+    def spent() -> float:
+        return clock() - b_start
     steps_per_epoch = max(1, math.ceil(len(train_data) / opt.batch_size))
 
     def schedule_fraction(epoch: int) -> float:
         f = epoch / opt.epochs
         if budget_s:
-            f = max(f, (time.perf_counter() - t_start) / budget_s)
+            f = max(f, spent() / budget_s)
         return min(f, 1.0)
 
-    while state["epoch"] < opt.epochs and not (budget_s and time.perf_counter() - t_start >= budget_s):
+    while state["epoch"] < opt.epochs and not (budget_s and spent() >= budget_s):
         epoch = state["epoch"] + 1
         net.train()
         order = rng.permutation(len(train_data))
@@ -229,15 +248,22 @@ def train(
             x = torch.stack([torch.as_tensor(np.asarray(d["image"]), dtype=torch.float32) for d in samples]).to(device)
             y = torch.stack([torch.as_tensor(np.asarray(d["label"])).round().long() for d in samples]).to(device)
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(net(x), y)
-            loss.backward()
+            with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+                if sdf_loss is not None:
+                    logits, sdf = net.forward_with_sdf(x)
+                    loss = loss_fn(logits.float(), y) + opt.sdf_weight * sdf_loss(sdf.float(), y)
+                else:
+                    loss = loss_fn(net(x).float(), y)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             losses.append(float(loss.item()))
             frac = schedule_fraction(state["epoch"] + (s + 1) / steps_per_epoch)
             prog.update(frac, f"epoch {epoch} loss {np.mean(losses):.4f} best val Dice {max(state['best_dice'], 0):.4f}")
-        rec = {"epoch": epoch, "train_loss": float(np.mean(losses)), "lr": lr, "elapsed_s": round(time.perf_counter() - t_start, 1)}
-        last_epoch = epoch >= opt.epochs or (budget_s and time.perf_counter() - t_start >= budget_s)
+        rec = {"epoch": epoch, "train_loss": float(np.mean(losses)), "lr": lr, "elapsed_s": round(time.perf_counter() - t_start, 1), "cpu_s": round(time.process_time() - c_start, 1)}
+        last_epoch = epoch >= opt.epochs or (budget_s and spent() >= budget_s)
         if val_data and (epoch % opt.val_every == 0 or last_epoch):
             dices = []
             for arr, lab in val_data:
@@ -254,6 +280,7 @@ def train(
             save_model(out, net.state_dict(), plan, {"name": opt.name or out.name, "status": "training"})
         state["epoch"] = epoch
         state["elapsed_s"] = time.perf_counter() - t_start
+        state["cpu_s"] = time.process_time() - c_start
         state["history"].append(rec)
         safetensors.torch.save_file({k: v.detach().cpu().contiguous() for k, v in _state_to_tensors(net, optimizer).items()}, str(ckpt_w))
         ckpt_j.write_text(json.dumps(state, indent=1))
@@ -273,6 +300,7 @@ def train(
             "options": {k: v for k, v in opt.__dict__.items() if k != "class_names"},
             "epochs_run": state["epoch"],
             "wall_time_min": round(state["elapsed_s"] / 60, 2),
+            "cpu_time_min": round(state.get("cpu_s", 0.0) / 60, 2),
             "device": device,
             "threads": torch.get_num_threads(),
         },
