@@ -43,7 +43,9 @@ def tiny_model(tiny_dataset, tmp_path_factory):
 
 def test_training_loss_falls_and_card_is_written(tiny_model):
     out, card = tiny_model
-    hist = json.loads((out / "checkpoint.json").read_text())["history"]
+    hist = json.loads((out / "training_history.json").read_text())
+    assert hist == json.loads((out / "checkpoint.json").read_text())["history"]
+    assert all(h["cpu_s"] > 0 and h["elapsed_s"] > 0 for h in hist)
     losses = [h["train_loss"] for h in hist]
     assert losses[-1] < 0.8 * losses[0], losses
     assert card["plan"]["num_classes"] == 3

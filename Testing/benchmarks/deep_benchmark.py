@@ -5,12 +5,15 @@ Prints a table and writes docs/benchmarks/deep.json and deep.md:
 - expected calibration error and AUROC of the uncertainty for misclassified voxels, over the
   voxels within 3 mm of either segmentation (whole-crop figures are dominated by easy
   background);
-- inference seconds per case in-process, and for a fresh ``medsegai segment`` process
-  (start-up included) on one case;
-- the nnU-Net v2 peer's figures from ``deep_peer_nnunet.py`` (same split) when its JSON
-  exists, as a Dice ratio MedSegAI / nnU-Net, with both training budgets stated.
+- inference seconds per case in-process; for a fresh ``medsegai segment`` process (start-up
+  and every output included) on one case; and for one process on all N cases (start-up
+  shared, the way a batch is run), as total seconds / N;
+- the nnU-Net v2 peer's figures from ``nnunet_peer.py`` (same split, CPU-time budget) when its
+  JSON exists: the Dice ratio MedSegAI / nnU-Net at equal CPU training time, read from
+  MedSegAI's training history (validation Dice against CPU seconds, both without TTA), and a
+  picture of the two (``deep_equal_cpu.png``).
 
-Usage: .venv/bin/python Testing/benchmarks/deep_benchmark.py [--peer-json PATH] [--cases N]
+Usage: .venv/bin/python Testing/benchmarks/deep_benchmark.py [--peer-json PATH] [--history PATH] [--cases N]
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="hippocampus")
     ap.add_argument("--cases", type=int, default=40)
-    ap.add_argument("--peer-json", default=str(REPO / "Testing" / "benchmarks" / "work" / "nnunet_peer.json"))
+    ap.add_argument("--peer-json", default=str(DOCS / "deep_peer_nnunet.json"))
+    ap.add_argument("--history", default=None, help="training history JSON (default: the model folder's training_history.json)")
     args = ap.parse_args(argv)
 
     model = load_model(args.model, "cpu")
@@ -82,6 +86,14 @@ def main(argv=None) -> int:
             capture_output=True,
         )
         cli_seconds = time.perf_counter() - t0
+        # One process for every case: start-up paid once, all outputs written per case.
+        t0 = time.perf_counter()
+        subprocess.run(
+            [str(REPO / ".venv" / "bin" / "medsegai"), "segment", *[str(DATA / "imagesTr" / f"{c}.nii.gz") for c in cases], "--method", "deep", "--model", args.model, "-o", tmp + "/batch", "-q"],
+            check=True,
+            capture_output=True,
+        )
+        batch_seconds = time.perf_counter() - t0
 
     def mean(key):
         return float(np.nanmean([r[key] for r in rows]))
@@ -101,15 +113,19 @@ def main(argv=None) -> int:
         "seconds_per_case_tta": mean("seconds_tta"),
         "seconds_per_case_plain": mean("seconds_plain"),
         "seconds_cli_one_case_with_startup": cli_seconds,
+        "seconds_per_case_cli_batch_with_startup": batch_seconds / len(cases),
+        "cli_batch_cases": len(cases),
         "per_case": rows,
     }
+    hist_path = Path(args.history) if args.history else model.folder / "training_history.json"
+    history = json.loads(hist_path.read_text()) if hist_path.exists() else []
+    history = history.get("history", history) if isinstance(history, dict) else history
     peer_path = Path(args.peer_json)
     if peer_path.exists():
         peer = json.loads(peer_path.read_text())
         result["peer_nnunet"] = peer
-        pm = peer.get("dice_mean") or peer.get("dice", {}).get("mean")
-        if pm:
-            result["dice_ratio_medsegai_over_nnunet"] = result["dice_tta"]["mean"] / pm
+        result["equal_cpu"] = equal_cpu_comparison(history, peer)
+        plot_equal_cpu(history, peer, DOCS / "deep_equal_cpu.png")
     DOCS.mkdir(parents=True, exist_ok=True)
     (DOCS / "deep.json").write_text(json.dumps(result, indent=2))
 
@@ -125,10 +141,66 @@ def main(argv=None) -> int:
         f"| AUROC of uncertainty for errors | {result['auroc_uncertainty_errors']:.4f} | |",
         f"| fresh `medsegai segment` process, one case, start-up included | {cli_seconds:.2f} s | |",
     ]
+    eq = result.get("equal_cpu")
+    if eq:
+        lines += [
+            "",
+            "| equal CPU training time (validation Dice without TTA) | CPU-min | MedSegAI | nnU-Net v2 | ratio |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for row in eq["rows"]:
+            lines.append(f"| {row['label']} | {row['cpu_min']:.1f} | {row['medsegai']:.4f} | {row['nnunet'] if row['nnunet'] is None else format(row['nnunet'], '.4f')} | {'' if row['ratio'] is None else format(row['ratio'], '.3f')} |")
+    lines.append(f"| one `medsegai segment` process on {len(cases)} cases, start-up and all outputs included, per case | {result['seconds_per_case_cli_batch_with_startup']:.2f} s | |")
     table = "\n".join(lines)
     print("\n" + table)
     (DOCS / "deep_table.md").write_text(table + "\n")
     return 0
+
+
+def _dice_at_cpu(history: list, cpu_s: float):
+    """The last validated epoch's mean Dice within ``cpu_s`` CPU seconds (None if none)."""
+    done = [h for h in history if h.get("val_mean_dice") is not None and h.get("cpu_s", float("inf")) <= cpu_s]
+    return (done[-1]["val_mean_dice"], done[-1]["cpu_s"], done[-1]["epoch"]) if done else (None, None, None)
+
+
+def equal_cpu_comparison(history: list, peer: dict) -> dict:
+    """MedSegAI against nnU-Net at the CPU seconds nnU-Net used, and at the shared budget."""
+    tr = peer.get("training", {})
+    peer_cpu = float(tr.get("cpu_s") or 0.0)
+    peer_dice = peer.get("dice_mean")
+    rows = []
+    d, c, e = _dice_at_cpu(history, peer_cpu)
+    if d is not None:
+        rows.append({"label": f"at nnU-Net's training CPU time (MedSegAI epoch {e})", "cpu_min": peer_cpu / 60, "medsegai": d, "nnunet": peer_dice, "ratio": d / peer_dice if peer_dice else None, "medsegai_cpu_s": c})
+    budget = float(tr.get("budget_min") or 0.0) * 60
+    d, c, e = _dice_at_cpu(history, budget or float("inf"))
+    if d is not None:
+        rows.append({"label": f"at the shared budget (MedSegAI epoch {e}; nnU-Net's schedule had ended)", "cpu_min": (budget or c) / 60, "medsegai": d, "nnunet": peer_dice, "ratio": d / peer_dice if peer_dice else None, "medsegai_cpu_s": c})
+    return {"peer_training_cpu_s": peer_cpu, "peer_dice_mean": peer_dice, "rows": rows}
+
+
+def plot_equal_cpu(history: list, peer: dict, path: Path) -> None:
+    """Validation mean Dice against training CPU minutes: MedSegAI's curve, nnU-Net's point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [(h["cpu_s"] / 60, h["val_mean_dice"]) for h in history if h.get("val_mean_dice") is not None and "cpu_s" in h]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    if pts:
+        ax.plot(*zip(*pts), "-", color="#1f77b4", label="MedSegAI (validation, no TTA)")
+    if peer.get("dice_mean") is not None:
+        ax.plot([peer["training"]["cpu_s"] / 60], [peer["dice_mean"]], "o", color="#d62728", label=f"nnU-Net v2 ({peer['training']['trainer']})")
+    ax.set_xlabel("training CPU minutes (one thread each, same machine)")
+    ax.set_ylabel("mean validation Dice (40 cases)")
+    ax.set_ylim(0.0, 1.0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title("Hippocampus: Dice at equal CPU training time")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -137,6 +137,25 @@ def train(budget_min: float, trainer: str, threads: int, clock: str) -> dict:
     }
 
 
+def collect(budget_min: float, trainer: str, threads: int, clock: str) -> dict:
+    """Figures of a training run that was left to finish on its own (its log and the CPU
+    seconds ``nnunet_train_cpu.py`` wrote when it ended)."""
+    text = (WORK / "train.log").read_text(errors="replace")
+    own = json.loads((WORK / "train_time.json").read_text())
+    return {
+        "trainer": trainer,
+        "threads": threads,
+        "budget_min": budget_min,
+        "budget_clock": clock,
+        "wall_s": round(own["wall_s"], 1),
+        "cpu_s": round(own["cpu_s"], 1),
+        "stopped_by_budget": False,
+        "ran_past_budget": own["cpu_s"] > budget_min * 60,
+        "epochs_completed": len(re.findall(r"Epoch time:", text)),
+        "pseudo_dice_log": re.findall(r"Pseudo dice \[([^\]]*)\]", text)[-5:],
+    }
+
+
 def predict(trainer: str) -> dict:
     _, val = split()
     fold = WORK / "results" / DATASET / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
@@ -176,6 +195,7 @@ def main(argv=None) -> int:
     ap.add_argument("--trainer", default="nnUNetTrainer_1epoch", help="reduced-epoch trainer (nnU-Net's training_length variants)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1)")
     ap.add_argument("--budget-clock", choices=("cpu", "wall"), default="cpu", help="budget in CPU (default) or wall time")
+    ap.add_argument("--collect", action="store_true", help="do not train: read the finished run's log and CPU time, then predict")
     ap.add_argument("--json", default=str(WORK.parent / "nnunet_peer.json"))
     args = ap.parse_args(argv)
     if args.setup:
@@ -183,7 +203,8 @@ def main(argv=None) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     prepare()
     result = {"peer": "nnU-Net v2 3d_fullres", "split": "validation = last 40 by sorted name; training = other 160"}
-    result["training"] = train(args.budget_min, args.trainer, args.threads, args.budget_clock)
+    run = collect if args.collect else train
+    result["training"] = run(args.budget_min, args.trainer, args.threads, args.budget_clock)
     result.update(predict(args.trainer))
     ver = subprocess.run([str(VENV / "bin" / "python"), "-c", "import torch, importlib.metadata as m; print(torch.__version__, m.version('nnunetv2'))"], capture_output=True, text=True)
     result["versions"] = ver.stdout.strip()

@@ -287,6 +287,8 @@ def train(
         log(json.dumps(rec))
 
     plot_learning_curves(state["history"], out / "learning_curves.png")
+    # Loss and validation Dice per epoch with wall and CPU seconds: kept beside the model.
+    (out / "training_history.json").write_text(json.dumps(state["history"], indent=0))
     best = max((h for h in state["history"] if h.get("val_mean_dice") is not None), key=lambda h: h["val_mean_dice"], default=None)
     card = {
         "name": opt.name or out.name,
