@@ -55,6 +55,24 @@ def test_training_loss_falls_and_card_is_written(tiny_model):
     assert (out / "model.sha256").read_text().split()[0] == card["sha256"]
 
 
+def test_training_continues_from_a_trained_models_weights(tiny_dataset, tiny_model, tmp_path):
+    start, start_card = tiny_model
+    opts = TrainOptions(features=[8, 16, 32], epochs=2, batch_size=2, val_cases=2, augment=0.0, lr=1e-3, threads=2, seed=1, init_from=str(start))
+    card = train(tiny_dataset, tmp_path / "continued", opts, log=lambda m: None)
+    assert card["training"]["initialised_from"]["sha256"] == start_card["sha256"]
+    scratch = json.loads((start / "training_history.json").read_text())
+    continued = json.loads((tmp_path / "continued" / "training_history.json").read_text())
+    # Started from trained weights, its first epoch is already past the scratch run's first epoch.
+    assert continued[0]["train_loss"] < 0.8 * scratch[0]["train_loss"], (continued[0], scratch[0])
+
+
+def test_training_from_a_model_with_another_plan_is_refused(tiny_dataset, tiny_model, tmp_path):
+    start, _ = tiny_model
+    opts = TrainOptions(features=[8, 16], epochs=1, batch_size=2, val_cases=2, augment=0.0, threads=2, init_from=str(start))
+    with pytest.raises(InputError, match="trained with another plan .*features"):
+        train(tiny_dataset, tmp_path / "other", opts, log=lambda m: None)
+
+
 def test_inference_keeps_input_geometry_on_oblique_anisotropic_image(tiny_model, hippocampus_case):
     """A resampled, rotated, anisotropic copy: the output is on its grid exactly."""
     out, _ = tiny_model

@@ -49,6 +49,7 @@ def add_arguments(p) -> None:
     p.add_argument("--name", default="", help="model name recorded in the card")
     p.add_argument("--max-train-cases", type=int, help="use only the first N training cases (quick trials)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in MODEL_DIR")
+    p.add_argument("--init-from", metavar="MODEL", help="start from a trained model's weights (name or folder; same plan), e.g. to continue with a new budget")
 
 
 def run(args) -> int:
@@ -69,6 +70,7 @@ def run(args) -> int:
         lr=args.lr, val_cases=args.val_cases, val_every=args.val_every, seed=args.seed, augment=args.augment,
         threads=args.threads, max_train_cases=args.max_train_cases, device=args.device, class_names=names,
         name=args.name, sdf_head=args.sdf_head, sdf_weight=args.sdf_weight, mixed_precision=not args.no_mixed_precision,
+        init_from=args.init_from,
     )
     bar = TextProgressBar(delay=0.0)
     try:

@@ -48,6 +48,8 @@ class TrainOptions:
     threads : torch CPU threads (0 = all cores)
     max_train_cases : use only the first N training cases (smoke tests)
     sdf_head, sdf_weight : add the signed-distance regression head, and its loss weight
+    init_from : a trained model (name or folder) whose verified weights start the training
+        (fine-tuning or continuing with a new budget); its plan must match this one
     mixed_precision : float16 autocast with gradient scaling on CUDA (ignored on CPU)
     """
 
@@ -75,6 +77,7 @@ class TrainOptions:
     device: str = "auto"
     class_names: Dict[int, str] = field(default_factory=dict)
     name: str = ""
+    init_from: Optional[str] = None
 
 
 def _dice_per_class(pred: np.ndarray, ref: np.ndarray, k: int) -> List[float]:
@@ -146,6 +149,33 @@ def plot_learning_curves(history: List[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _init_from(net, plan: Plan, model, log) -> dict:
+    """Load a trained model's weights (checksum verified, no pickle) into ``net``.
+
+    The starting model's plan must give the same network: architecture, channels, patch,
+    spacing, normalisation and classes. Returns what the model card records about it.
+    """
+    from .model_store import load_model
+
+    start = load_model(model, device="cpu")
+    keys = ("network", "features", "norm", "num_classes", "in_channels", "patch_size_zyx", "target_spacing_xyz", "normalization", "aspp", "sdf_head", "context_slices")
+    mine, theirs = plan.to_dict(), start.plan.to_dict()
+    differ = [k for k in keys if mine.get(k) != theirs.get(k)]
+    if differ:
+        raise InputError(
+            f"--init-from model '{start.folder}' was trained with another plan ({', '.join(f'{k}: {theirs.get(k)} vs {mine.get(k)}' for k in differ)}); "
+            "pass the same network options or train from scratch"
+        )
+    net.load_state_dict(start.network.state_dict())
+    log(f"initialised from {start.folder} (sha256 {start.sha256[:12]}...)")
+    prior = start.card.get("training", {})
+    return {
+        "model": str(start.folder), "sha256": start.sha256,
+        "its_epochs": prior.get("epochs_run"), "its_wall_time_min": prior.get("wall_time_min"),
+        "its_cpu_time_min": prior.get("cpu_time_min"), "its_validation_mean_dice": start.card.get("validation", {}).get("mean_dice"),
+    }
+
+
 def train(
     dataset_dir,
     output_dir,
@@ -209,6 +239,7 @@ def train(
         transforms = crop_or_pad_transforms(plan.patch_size_zyx)
 
     state = {"epoch": 0, "elapsed_s": 0.0, "best_dice": -1.0, "history": []}
+    init = _init_from(net, plan, opt.init_from, log) if opt.init_from and not resume else None
     ckpt_w, ckpt_j = out / "checkpoint.safetensors", out / "checkpoint.json"
     if resume and ckpt_w.exists():
         _restore(net, optimizer, safetensors.torch.load_file(str(ckpt_w)))
@@ -300,6 +331,7 @@ def train(
             "validation_cases": [c.name for c in val_cases],
             "split": f"validation = the last {len(val_cases)} cases by sorted name; training = the other {len(train_cases)}",
             "options": {k: v for k, v in opt.__dict__.items() if k != "class_names"},
+            "initialised_from": init,
             "epochs_run": state["epoch"],
             "wall_time_min": round(state["elapsed_s"] / 60, 2),
             "cpu_time_min": round(state.get("cpu_s", 0.0) / 60, 2),
