@@ -64,6 +64,11 @@ def test_training_continues_from_a_trained_models_weights(tiny_dataset, tiny_mod
     continued = json.loads((tmp_path / "continued" / "training_history.json").read_text())
     # Started from trained weights, its first epoch is already past the scratch run's first epoch.
     assert continued[0]["train_loss"] < 0.8 * scratch[0]["train_loss"], (continued[0], scratch[0])
+    # Resuming the continued run keeps the record of the model it started from.
+    opts.epochs = 3
+    resumed = train(tiny_dataset, tmp_path / "continued", opts, resume=True, log=lambda m: None)
+    assert resumed["training"]["epochs_run"] == 3
+    assert resumed["training"]["initialised_from"]["sha256"] == start_card["sha256"]
 
 
 def test_training_from_a_model_with_another_plan_is_refused(tiny_dataset, tiny_model, tmp_path):

@@ -224,9 +224,13 @@ def train(
     (out / "plan.json").write_text(json.dumps({"fingerprint": fp, "plan": plan.to_dict()}, indent=2))
     log(f"plan: {plan.network}, patch {plan.patch_size_zyx}, spacing {plan.target_spacing_xyz}, {plan.num_classes} classes, {len(train_cases)} train / {len(val_cases)} validation cases")
 
+    net = build_network(plan).to(device)
+    ckpt_w, ckpt_j = out / "checkpoint.safetensors", out / "checkpoint.json"
+    resuming = resume and ckpt_w.exists()
+    # Before the cases are loaded, so that a starting model with another plan is refused at once.
+    init = _init_from(net, plan, opt.init_from, log) if opt.init_from and not resuming else None
     train_data = _load(train_cases, plan)
     val_data = _load(val_cases, plan)
-    net = build_network(plan).to(device)
     loss_fn = build_loss(opt.loss)
     sdf_loss = SignedDistanceLoss(spacing_zyx=plan.target_spacing_xyz[::-1]) if plan.sdf_head else None
     amp = bool(opt.mixed_precision and device == "cuda")
@@ -238,10 +242,9 @@ def train(
 
         transforms = crop_or_pad_transforms(plan.patch_size_zyx)
 
-    state = {"epoch": 0, "elapsed_s": 0.0, "best_dice": -1.0, "history": []}
-    init = _init_from(net, plan, opt.init_from, log) if opt.init_from and not resume else None
-    ckpt_w, ckpt_j = out / "checkpoint.safetensors", out / "checkpoint.json"
-    if resume and ckpt_w.exists():
+    # Kept in checkpoint.json, so a resumed run still records the model it started from.
+    state = {"epoch": 0, "elapsed_s": 0.0, "best_dice": -1.0, "history": [], "initialised_from": init}
+    if resuming:
         _restore(net, optimizer, safetensors.torch.load_file(str(ckpt_w)))
         state = json.loads(ckpt_j.read_text())
         log(f"resumed at epoch {state['epoch']}")
@@ -331,7 +334,7 @@ def train(
             "validation_cases": [c.name for c in val_cases],
             "split": f"validation = the last {len(val_cases)} cases by sorted name; training = the other {len(train_cases)}",
             "options": {k: v for k, v in opt.__dict__.items() if k != "class_names"},
-            "initialised_from": init,
+            "initialised_from": state.get("initialised_from"),
             "epochs_run": state["epoch"],
             "wall_time_min": round(state["elapsed_s"] / 60, 2),
             "cpu_time_min": round(state.get("cpu_s", 0.0) / 60, 2),
