@@ -96,11 +96,21 @@ def read_card(folder: Path) -> dict:
     return json.loads((folder / CARD).read_text())
 
 
-def load_model(model: Union[str, Path], device: Optional[str] = "cpu") -> LoadedModel:
-    """Verify and load a model; raises InputError when the checksum does not match."""
-    import safetensors.torch
+@dataclass
+class VerifiedWeights:
+    """A model folder's card, plan and weights, read after the SHA-256 check."""
 
-    from .networks import build_network
+    state_dict: Dict
+    plan: Plan
+    card: dict
+    sha256: str
+    folder: Path
+
+
+def read_verified_weights(model: Union[str, Path]) -> VerifiedWeights:
+    """Read a model's weights (safetensors, no pickle) once their SHA-256 matches the card and
+    ``model.sha256``; raises InputError on a mismatch. Builds no network."""
+    import safetensors.torch
 
     folder = resolve_model_dir(model)
     card = read_card(folder)
@@ -114,10 +124,17 @@ def load_model(model: Union[str, Path], device: Optional[str] = "cpu") -> Loaded
             f"(file {digest[:12]}..., recorded {', '.join(sorted(r[:12] + '...' for r in recorded if r))}); "
             "the file was changed or damaged, refusing to load it"
         )
-    plan = Plan.from_dict(card["plan"])
-    net = build_network(plan)
     state = safetensors.torch.load_file(str(folder / WEIGHTS), device="cpu")
-    net.load_state_dict(state)
+    return VerifiedWeights(state, Plan.from_dict(card["plan"]), card, digest, folder)
+
+
+def load_model(model: Union[str, Path], device: Optional[str] = "cpu") -> LoadedModel:
+    """Verify and load a model; raises InputError when the checksum does not match."""
+    from .networks import build_network
+
+    w = read_verified_weights(model)
+    net = build_network(w.plan)
+    net.load_state_dict(w.state_dict)
     net.to(device or "cpu")
     net.eval()
-    return LoadedModel(net, plan, card, digest, folder)
+    return LoadedModel(net, w.plan, w.card, w.sha256, w.folder)

@@ -155,9 +155,9 @@ def _init_from(net, plan: Plan, model, log) -> dict:
     The starting model's plan must give the same network: architecture, channels, patch,
     spacing, normalisation and classes. Returns what the model card records about it.
     """
-    from .model_store import load_model
+    from .model_store import read_verified_weights
 
-    start = load_model(model, device="cpu")
+    start = read_verified_weights(model)
     keys = ("network", "features", "norm", "num_classes", "in_channels", "patch_size_zyx", "target_spacing_xyz", "normalization", "aspp", "sdf_head", "context_slices")
     mine, theirs = plan.to_dict(), start.plan.to_dict()
     differ = [k for k in keys if mine.get(k) != theirs.get(k)]
@@ -166,7 +166,7 @@ def _init_from(net, plan: Plan, model, log) -> dict:
             f"--init-from model '{start.folder}' was trained with another plan ({', '.join(f'{k}: {theirs.get(k)} vs {mine.get(k)}' for k in differ)}); "
             "pass the same network options or train from scratch"
         )
-    net.load_state_dict(start.network.state_dict())
+    net.load_state_dict(start.state_dict)
     log(f"initialised from {start.folder} (sha256 {start.sha256[:12]}...)")
     prior = start.card.get("training", {})
     return {
