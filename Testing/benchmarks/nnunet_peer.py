@@ -13,8 +13,10 @@ torchvision 0.29.1, nnunetv2), never as a project dependency; ``--setup`` create
 4. ``nnUNetv2_predict`` of the 40 validation cases with that checkpoint, timed;
 5. Dice per class with the project's own metric code; JSON with budget, epochs, CPU seconds.
 
-Usage:
-  .venv/bin/python Testing/benchmarks/nnunet_peer.py --setup --budget-min 30
+Usage (the run in docs/benchmarks/deep.md; run beside the MedSegAI training it is compared
+with, one thread each, both budgets in CPU time):
+  .venv/bin/python Testing/benchmarks/nnunet_peer.py --setup --budget-min 120 \
+      --trainer nnUNetTrainer_1epoch --threads 1 --json docs/benchmarks/deep_peer_nnunet.json
 """
 
 from __future__ import annotations
