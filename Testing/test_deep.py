@@ -78,6 +78,30 @@ def test_training_from_a_model_with_another_plan_is_refused(tiny_dataset, tiny_m
         train(tiny_dataset, tmp_path / "other", opts, log=lambda m: None)
 
 
+def test_full_resolution_level_plan_and_network(tiny_dataset):
+    """With a full-resolution first level the total stride halves and the first unit keeps the size."""
+    from MedSegAILib.methods.deep.dataset import fingerprint, read_dataset
+    from MedSegAILib.methods.deep.networks import build_network
+    from MedSegAILib.methods.deep.plan import Plan, make_plan
+
+    fp = fingerprint(read_dataset(tiny_dataset))
+    half = make_plan(fp, features=[8, 16, 32, 64])
+    full = make_plan(fp, features=[8, 16, 32, 64], full_resolution_level=True)
+    assert (half.stride, full.stride) == (8, 4)
+    assert full.level_strides == [1, 2, 2]
+    assert all(p % 4 == 0 for p in full.patch_size_zyx)
+    # A plan written before the option existed reads as the half-resolution network.
+    old = {k: v for k, v in half.to_dict().items() if k != "full_resolution_level"}
+    assert Plan.from_dict(old).level_strides == [2, 2, 2]
+    x = torch.zeros(1, 1, *full.patch_size_zyx)
+    net = build_network(full).eval()
+    first = net.model[0]  # MONAI UNet: the first down-sampling unit
+    with torch.no_grad():
+        assert first(x).shape[2:] == x.shape[2:]
+        assert net(x).shape == (1, 3, *full.patch_size_zyx)
+        assert build_network(half).eval().model[0](torch.zeros(1, 1, *half.patch_size_zyx)).shape[2] == half.patch_size_zyx[0] // 2
+
+
 def test_inference_keeps_input_geometry_on_oblique_anisotropic_image(tiny_model, hippocampus_case):
     """A resampled, rotated, anisotropic copy: the output is on its grid exactly."""
     out, _ = tiny_model

@@ -28,6 +28,7 @@ def add_arguments(p) -> None:
     p.add_argument("--network", choices=("unet3d", "unet2d", "unet2.5d", "swinunetr"), help="network (default: from the plan: 3D, or 2.5D for strongly anisotropic data)")
     p.add_argument("--norm", choices=("instance", "group", "batch", "layer"), default="instance", help="normalisation layers (default instance)")
     p.add_argument("--features", default="16,32,64,128", help="channels per U-Net level (default 16,32,64,128)")
+    p.add_argument("--full-resolution-level", action="store_true", help="the first U-Net level works at the input resolution (finer boundaries; about 3x the compute)")
     p.add_argument("--dropout", type=float, default=0.1, help="dropout probability, also used for MC dropout (default 0.1)")
     p.add_argument("--aspp", action="store_true", help="add a dilated (atrous) multi-scale block")
     p.add_argument("--sdf-head", action="store_true", help="add a signed-distance regression head (auxiliary shape task)")
@@ -65,7 +66,7 @@ def run(args) -> int:
     if args.class_names:
         names = {i + 1: n.strip() for i, n in enumerate(args.class_names.split(","))}
     opts = TrainOptions(
-        network=args.network, norm=args.norm, features=features, dropout=args.dropout, aspp=args.aspp,
+        network=args.network, norm=args.norm, features=features, full_resolution_level=args.full_resolution_level, dropout=args.dropout, aspp=args.aspp,
         loss=args.loss, epochs=args.epochs, time_budget_min=args.time_budget_min, budget_clock=args.budget_clock, batch_size=args.batch_size,
         lr=args.lr, val_cases=args.val_cases, val_every=args.val_every, seed=args.seed, augment=args.augment,
         threads=args.threads, max_train_cases=args.max_train_cases, device=args.device, class_names=names,

@@ -13,10 +13,16 @@ torchvision 0.29.1, nnunetv2), never as a project dependency; ``--setup`` create
 4. ``nnUNetv2_predict`` of the 40 validation cases with that checkpoint, timed;
 5. Dice per class with the project's own metric code; JSON with budget, epochs, CPU seconds.
 
-Usage (the run in docs/benchmarks/deep.md; run beside the MedSegAI training it is compared
-with, one thread each, both budgets in CPU time):
+With ``--beside MODEL_DIR`` a from-scratch ``medsegai train`` runs at the same time with the
+same thread count and the same CPU (or wall) budget, so both sides share the machine alike; its
+per-epoch history (validation Dice, CPU seconds) is copied to ``--beside-history`` for
+``deep_benchmark.py``, which forms the ratio at nnU-Net's CPU time.
+
+Usage (the run in docs/benchmarks/deep.md: one thread each, both budgets in CPU time):
   .venv/bin/python Testing/benchmarks/nnunet_peer.py --setup --budget-min 120 \
-      --trainer nnUNetTrainer_1epoch --threads 1 --json docs/benchmarks/deep_peer_nnunet.json
+      --trainer nnUNetTrainer_1epoch --threads 1 --json docs/benchmarks/deep_peer_nnunet.json \
+      --beside /tmp/medsegai_equal_cpu --beside-budget-min 75 \
+      --beside-history docs/benchmarks/deep_equal_cpu_history.json
 """
 
 from __future__ import annotations
@@ -158,6 +164,17 @@ def collect(budget_min: float, trainer: str, threads: int, clock: str) -> dict:
     }
 
 
+def start_medsegai(model_dir: str, budget_min: float, threads: int, clock: str) -> subprocess.Popen:
+    """A from-scratch MedSegAI training on the same split, started beside nnU-Net's."""
+    if Path(model_dir, "model.json").exists():
+        raise SystemExit(f"'{model_dir}' already holds a model; choose another --beside folder")
+    cmd = [str(REPO / ".venv" / "bin" / "medsegai"), "train", str(DATA), "--output", model_dir, "--threads", str(threads),
+           "--budget-clock", clock, "--time-budget-min", str(budget_min), "--epochs", "100000", "--seed", "0"]
+    Path(model_dir).mkdir(parents=True, exist_ok=True)
+    log = open(Path(model_dir) / "train.log", "w")
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
 def predict(trainer: str) -> dict:
     _, val = split()
     fold = WORK / "results" / DATASET / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
@@ -199,14 +216,25 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-clock", choices=("cpu", "wall"), default="cpu", help="budget in CPU (default) or wall time")
     ap.add_argument("--collect", action="store_true", help="do not train: read the finished run's log and CPU time, then predict")
     ap.add_argument("--json", default=str(WORK.parent / "nnunet_peer.json"))
+    ap.add_argument("--beside", metavar="MODEL_DIR", help="also train MedSegAI from scratch into MODEL_DIR at the same time, same threads and clock")
+    ap.add_argument("--beside-budget-min", type=float, help="MedSegAI's budget (default: --budget-min)")
+    ap.add_argument("--beside-history", default=str(WORK.parent / "deep_equal_cpu_history.json"), help="where to copy MedSegAI's per-epoch history")
     args = ap.parse_args(argv)
+    if args.beside and args.collect:
+        ap.error("--beside trains, --collect does not: use one of them")
     if args.setup:
         setup()
     WORK.mkdir(parents=True, exist_ok=True)
     prepare()
     result = {"peer": "nnU-Net v2 3d_fullres", "split": "validation = last 40 by sorted name; training = other 160"}
     run = collect if args.collect else train
+    beside = start_medsegai(args.beside, args.beside_budget_min or args.budget_min, args.threads, args.budget_clock) if args.beside else None
     result["training"] = run(args.budget_min, args.trainer, args.threads, args.budget_clock)
+    if beside is not None:
+        if beside.wait() != 0:
+            raise SystemExit(f"the MedSegAI training beside nnU-Net failed; see {args.beside}/train.log")
+        shutil.copy(Path(args.beside) / "training_history.json", args.beside_history)
+        result["beside"] = {"model": args.beside, "history": args.beside_history}
     result.update(predict(args.trainer))
     ver = subprocess.run([str(VENV / "bin" / "python"), "-c", "import torch, importlib.metadata as m; print(torch.__version__, m.version('nnunetv2'))"], capture_output=True, text=True)
     result["versions"] = ver.stdout.strip()

@@ -47,7 +47,7 @@ def _build_body(plan: Plan, out_channels: int) -> torch.nn.Module:
     if plan.network == "swinunetr":
         return SwinUNETR(in_channels=plan.in_channels, out_channels=out_channels, feature_size=24, spatial_dims=3, drop_rate=plan.dropout)
 
-    strides = [2] * (len(plan.features) - 1)
+    strides = plan.level_strides
     if plan.network == "unet3d":
         net = UNet(3, plan.in_channels, out_channels, plan.features, strides, num_res_units=2, norm=norm, dropout=plan.dropout)
         return _WithASPP(net, out_channels) if plan.aspp else net

@@ -36,6 +36,9 @@ class Plan:
         0.5-99.5 percentiles, then the dataset's mean/std)
     intensity : per channel {"mean", "std", "p00_5", "p99_5"} from the fingerprint
     features : channels per U-Net level
+    full_resolution_level : the first level keeps the input resolution (stride 1) and passes
+        full-resolution features to the decoder; otherwise (MONAI's usual set-up) the first
+        unit already down-samples and the finest skip connection is at half resolution
     norm : one of NORMS
     dropout : dropout probability in the U-Net units (also used for MC dropout)
     aspp : a dilated (atrous) bottleneck block
@@ -51,6 +54,7 @@ class Plan:
     normalization: str = "zscore"
     intensity: List[Dict[str, float]] = field(default_factory=list)
     features: List[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    full_resolution_level: bool = False
     norm: str = "instance"
     dropout: float = 0.1
     aspp: bool = False
@@ -70,7 +74,15 @@ class Plan:
     @property
     def stride(self) -> int:
         """Total down-sampling factor of the network along each (in-plane) axis."""
-        return 32 if self.network == "swinunetr" else 2 ** (len(self.features) - 1)
+        return 32 if self.network == "swinunetr" else int(np.prod(self.level_strides))
+
+    @property
+    def level_strides(self) -> List[int]:
+        """Down-sampling stride into each level after the first (MONAI UNet's ``strides``)."""
+        strides = [2] * (len(self.features) - 1)
+        if self.full_resolution_level and strides:
+            strides[0] = 1
+        return strides
 
 
 def _round_up(v: float, m: int) -> int:
@@ -83,6 +95,7 @@ def make_plan(
     network: Optional[str] = None,
     norm: str = "instance",
     features: Optional[List[int]] = None,
+    full_resolution_level: bool = False,
     dropout: float = 0.1,
     aspp: bool = False,
     sdf_head: bool = False,
@@ -116,6 +129,7 @@ def make_plan(
         normalization="ct" if any(str(n).upper() == "CT" for n in fingerprint.get("channel_names", [])) else "zscore",
         intensity=fingerprint["intensity"],
         features=feats,
+        full_resolution_level=bool(full_resolution_level),
         norm=norm,
         dropout=dropout,
         aspp=aspp,

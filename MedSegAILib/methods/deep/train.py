@@ -33,7 +33,7 @@ class TrainOptions:
 
     Attributes
     ----------
-    network, norm, features, dropout, aspp : plan overrides (None = derived)
+    network, norm, features, full_resolution_level, dropout, aspp : plan overrides (None = derived)
     loss : see ``losses.LOSSES``
     epochs : maximum epochs
     time_budget_min : stop after this many minutes of training (None = epochs only); the
@@ -56,6 +56,7 @@ class TrainOptions:
     network: Optional[str] = None
     norm: str = "instance"
     features: Optional[List[int]] = None
+    full_resolution_level: bool = False
     dropout: float = 0.1
     aspp: bool = False
     loss: str = "dice_ce"
@@ -158,7 +159,7 @@ def _init_from(net, plan: Plan, model, log) -> dict:
     from .model_store import read_verified_weights
 
     start = read_verified_weights(model)
-    keys = ("network", "features", "norm", "num_classes", "in_channels", "patch_size_zyx", "target_spacing_xyz", "normalization", "aspp", "sdf_head", "context_slices")
+    keys = ("network", "features", "full_resolution_level", "norm", "num_classes", "in_channels", "patch_size_zyx", "target_spacing_xyz", "normalization", "aspp", "sdf_head", "context_slices")
     mine, theirs = plan.to_dict(), start.plan.to_dict()
     differ = [k for k in keys if mine.get(k) != theirs.get(k)]
     if differ:
@@ -219,7 +220,7 @@ def train(
     prog.update(0.0, "fingerprint")
     fp = fingerprint(ds)
     names = {**ds.class_names, **{int(k): v for k, v in opt.class_names.items()}}
-    plan = make_plan(fp, network=opt.network, norm=opt.norm, features=opt.features, dropout=opt.dropout, aspp=opt.aspp, sdf_head=opt.sdf_head, class_names=names)
+    plan = make_plan(fp, network=opt.network, norm=opt.norm, features=opt.features, full_resolution_level=opt.full_resolution_level, dropout=opt.dropout, aspp=opt.aspp, sdf_head=opt.sdf_head, class_names=names)
     out.mkdir(parents=True, exist_ok=True)
     (out / "plan.json").write_text(json.dumps({"fingerprint": fp, "plan": plan.to_dict()}, indent=2))
     log(f"plan: {plan.network}, patch {plan.patch_size_zyx}, spacing {plan.target_spacing_xyz}, {plan.num_classes} classes, {len(train_cases)} train / {len(val_cases)} validation cases")
