@@ -11,9 +11,13 @@ Prints a table and writes docs/benchmarks/deep.json and the measured block of de
 - the nnU-Net v2 peer's figures from ``nnunet_peer.py`` (same split, CPU-time budget) when its
   JSON exists: the Dice ratio MedSegAI / nnU-Net at equal CPU training time, read from
   MedSegAI's training history (validation Dice against CPU seconds, both without TTA), and a
-  picture of the two (``deep_equal_cpu.png``).
+  picture of the two (``deep_equal_cpu.png``);
+- Dice without TTA on every 4th training case, beside the validation figure: the gap between
+  the two says how much is lost to generalisation rather than to fitting.
 
-Usage: .venv/bin/python Testing/benchmarks/deep_benchmark.py [--peer-json PATH] [--history PATH] [--cases N]
+Usage: .venv/bin/python Testing/benchmarks/deep_benchmark.py [--model NAME|PATH] [--peer-json PATH]
+           [--history PATH] [--cases N] [--json PATH --no-docs]
+(``--json PATH --no-docs`` measures a model that is not shipped without touching deep.md.)
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", type=int, default=40)
     ap.add_argument("--peer-json", default=str(DOCS / "deep_peer_nnunet.json"))
     ap.add_argument("--history", default=None, help="training history for the equal-CPU comparison (default: deep_equal_cpu_history.json in docs/benchmarks when present, else the model folder's training_history.json)")
+    ap.add_argument("--json", default=str(DOCS / "deep.json"), help="where to write the figures")
+    ap.add_argument("--no-docs", action="store_true", help="write only --json; leave deep.md and deep_equal_cpu.png as they are")
     args = ap.parse_args(argv)
 
     model = load_model(args.model, "cpu")
@@ -78,6 +84,9 @@ def main(argv=None) -> int:
                 row["auroc_region"] = error_detection_auroc(unc, pred != r, mask=region)
         rows.append(row)
         print(f"{name}: Dice {row['dice1_tta']:.3f} / {row['dice2_tta']:.3f}  ECE {row['ece_region']:.3f}  AUROC {row['auroc_region']:.3f}", flush=True)
+
+    # The same figure on cases the model was trained on (no TTA).
+    train_rows = [dice_plain(name, model) for name in card["training"]["train_cases"][::4]]
 
     # A fresh process, as a user runs it: start-up, model load and inference of one case.
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,6 +119,7 @@ def main(argv=None) -> int:
         "training_epochs": card["training"]["epochs_run"],
         "dice_tta": {"1": mean("dice1_tta"), "2": mean("dice2_tta"), "mean": (mean("dice1_tta") + mean("dice2_tta")) / 2},
         "dice_plain": {"1": mean("dice1_plain"), "2": mean("dice2_plain"), "mean": (mean("dice1_plain") + mean("dice2_plain")) / 2},
+        "training_cases_dice_plain": {"cases": "every 4th training case", "n": len(train_rows), "1": float(np.mean([r[0] for r in train_rows])), "2": float(np.mean([r[1] for r in train_rows])), "mean": float(np.mean(train_rows))},
         "ece_region": mean("ece_region"),
         "ece_all_voxels": mean("ece_all"),
         "auroc_uncertainty_errors": mean("auroc_region"),
@@ -129,9 +139,10 @@ def main(argv=None) -> int:
         result["peer_nnunet"] = peer
         result["equal_cpu"] = equal_cpu_comparison(history, peer)
         result["equal_cpu"]["medsegai_history"] = str(hist_path.relative_to(REPO)) if hist_path.is_relative_to(REPO) else str(hist_path)
-        plot_equal_cpu(history, peer, DOCS / "deep_equal_cpu.png")
-    DOCS.mkdir(parents=True, exist_ok=True)
-    (DOCS / "deep.json").write_text(json.dumps(result, indent=2))
+        if not args.no_docs:
+            plot_equal_cpu(history, peer, DOCS / "deep_equal_cpu.png")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2))
 
     lines = [
         "| figure | MedSegAI (TTA) | MedSegAI (no TTA) |",
@@ -139,6 +150,7 @@ def main(argv=None) -> int:
         f"| Dice anterior (1) | {result['dice_tta']['1']:.4f} | {result['dice_plain']['1']:.4f} |",
         f"| Dice posterior (2) | {result['dice_tta']['2']:.4f} | {result['dice_plain']['2']:.4f} |",
         f"| mean Dice | {result['dice_tta']['mean']:.4f} | {result['dice_plain']['mean']:.4f} |",
+        f"| mean Dice on {len(train_rows)} training cases (every 4th) | | {result['training_cases_dice_plain']['mean']:.4f} |",
         f"| seconds per case (in process, 2 cores) | {result['seconds_per_case_tta']:.3f} | {result['seconds_per_case_plain']:.3f} |",
         f"| ECE within 3 voxels of the structures | {result['ece_region']:.4f} | |",
         f"| ECE over all voxels | {result['ece_all_voxels']:.4f} | |",
@@ -159,8 +171,17 @@ def main(argv=None) -> int:
             lines.append(f"| {row['label']} | {row['medsegai_cpu_min']:.1f} | {row['medsegai']:.4f} | {row['nnunet_cpu_min']:.1f} | {nn} | {ratio} |")
     table = "\n".join(lines)
     print("\n" + table)
-    write_measured_block(DOCS / "deep.md", table)
+    if not args.no_docs:
+        write_measured_block(DOCS / "deep.md", table)
     return 0
+
+
+def dice_plain(name: str, model) -> tuple:
+    """Dice of classes 1 and 2 for one shared case, inference without TTA."""
+    img = sitk.Cast(sitk.ReadImage(str(DATA / "imagesTr" / f"{name}.nii.gz")), sitk.sitkFloat32)
+    ref = sitk.ReadImage(str(DATA / "labelsTr" / f"{name}.nii.gz"))
+    rep = evaluate_labelmaps(segment_with_model([img], model, device="cpu", tta=False).labels, ref)
+    return rep["classes"]["1"]["dice"], rep["classes"]["2"]["dice"]
 
 
 MEASURED_START = "<!-- measured by Testing/benchmarks/deep_benchmark.py: this block is rewritten on each run -->"
