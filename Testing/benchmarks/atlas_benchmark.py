@@ -1,9 +1,10 @@
 """Atlas benchmark: multi-atlas segmentation of real hippocampus MRI, every fusion rule.
 
 Split (fixed): the 200 cases of ``../shared/data/hippocampus`` sorted by name; the first 40
-are targets, the other 160 the atlas library. For each target the library is ranked, the best
-``k`` atlases are registered ONCE, and the same warped maps are fused by every rule of
-MedSegAI and by SimpleITK's ``LabelVoting`` and ``MultiLabelSTAPLE`` (on the atlases' hard
+are targets, the other 160 the atlas library (``--split last40``: the last 40, the deep model's
+validation cases, are targets and its 160 training cases the library). For each target the
+library is ranked, the best ``k`` atlases are registered ONCE, and the same warped maps are
+fused by every rule of MedSegAI and by SimpleITK's ``LabelVoting`` and ``MultiLabelSTAPLE`` (on the atlases' hard
 labels), so the rules differ only in fusion. Dice per class against the reference labels;
 seconds per target = ranking + registration + the fusion rule's own time.
 
@@ -11,6 +12,8 @@ Writes ``docs/benchmarks/atlas.json`` and ``docs/benchmarks/atlas.md`` and print
 
     nice -n 10 python Testing/benchmarks/atlas_benchmark.py [--targets 40] [--k 25]
     nice -n 10 python Testing/benchmarks/atlas_benchmark.py --full-library-timing 2
+    python Testing/benchmarks/atlas_benchmark.py --split last40 --threads 2 \
+        --machine-note "no other job running" --out docs/benchmarks/atlas_deep_split
 """
 
 from __future__ import annotations
@@ -123,6 +126,10 @@ def main(argv=None) -> int:
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--full-library-timing", type=int, default=0, metavar="N",
                     help="instead: time N targets against all 199 other cases and add that to atlas.json/.md")
+    ap.add_argument("--machine-note", default="2 cores shared with other jobs; run under nice -n 10",
+                    help="how the machine was used during the run, written beside the timings")
+    ap.add_argument("--split", choices=("first40", "last40"), default="first40",
+                    help="targets: the first 40 cases by name (default), or the last 40, which are the deep model's validation cases; the other 160 form the library")
     args = ap.parse_args(argv)
     sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(args.threads)
     if args.full_library_timing:
@@ -133,7 +140,10 @@ def main(argv=None) -> int:
     if len(names) != 200:
         print(f"expected 200 hippocampus cases in {DATA}, found {len(names)}", file=sys.stderr)
         return 1
-    target_names, library_names = names[:40], names[40:]
+    # "last40" targets the deep model's validation cases with its training cases as the library,
+    # so the two families are compared on the same patients.
+    target_names, library_names = (names[:40], names[40:]) if args.split == "first40" else (names[-40:], names[:-40])
+    which = "first" if args.split == "first40" else "last"
     library = load_atlas_library(DATA)
     library = library.subset([n[: -len(".nii.gz")] for n in library_names[: args.library_size]])
     label_values = library.label_values
@@ -175,10 +185,10 @@ def main(argv=None) -> int:
             "benchmark": "atlas",
             "data": "Medical Segmentation Decathlon Task04_Hippocampus, 200 cases in ../shared/data/hippocampus",
             "split": {"targets": target_names[: len(per_target)], "library": [n for n in library_names[: args.library_size]],
-                      "rule": "cases sorted by name; first 40 = targets (the first of them, as many as listed, were run), the other 160 = library", "complete": final},
+                      "rule": f"cases sorted by name; {which} 40 = targets (the first of them, as many as listed, were run), the other 160 = library", "complete": final},
             "parameters": params,
             "machine": {"cpus": os.cpu_count(), "sitk_threads": args.threads, "platform": platform.platform(), "python": platform.python_version(),
-                        "SimpleITK": sitk.Version.VersionString(), "note": "2 cores shared with other jobs; run under nice -n 10"},
+                        "SimpleITK": sitk.Version.VersionString(), "note": args.machine_note},
             "summary": summary,
             "per_target": per_target,
         }
@@ -193,15 +203,15 @@ def main(argv=None) -> int:
                 + (f" (`{' '.join(sys.argv[1:])}`)" if sys.argv[1:] else "") + ".",
                 "",
                 f"Data: MSD Task04_Hippocampus, the 200 cases in `../shared/data/hippocampus` sorted by name. Targets: the first "
-                f"{len(per_target)} of the first 40 ({target_names[0]} to {target_names[len(per_target) - 1]}); library: the other 160 "
+                f"{len(per_target)} of the {which} 40 ({target_names[0]} to {target_names[len(per_target) - 1]}); library: the other 160 "
                 f"cases{'' if args.library_size >= 160 else f' (first {args.library_size} used)'}.",
                 "",
                 f"Per target: all {min(args.library_size, 160)} library atlases are ranked by NCC after a quick affine alignment, "
                 f"the best k = {params['k']} are registered (affine Mattes MI + symmetric-forces Demons) once, and the same "
                 "warped maps are fused by each rule. SimpleITK rows fuse the atlases' hard labels with `sitk.LabelVoting` and "
                 "`sitk.MultiLabelSTAPLEImageFilter` (undecided voxels = background). Dice is mean ± SD over targets. "
-                "Seconds per target = ranking + registration + that rule's fusion, on this 2-core machine shared with other "
-                f"jobs (SimpleITK threads = {args.threads}, nice 10).",
+                "Seconds per target = ranking + registration + that rule's fusion, on this 2-core machine "
+                f"({args.machine_note}; SimpleITK threads = {args.threads}).",
                 "",
                 table,
                 "",
