@@ -63,17 +63,14 @@ def main(argv=None) -> int:
     cases = card["training"]["validation_cases"][: args.cases]
     rows = []
     for name in cases:
-        img = sitk.Cast(sitk.ReadImage(str(DATA / "imagesTr" / f"{name}.nii.gz")), sitk.sitkFloat32)
-        ref = sitk.ReadImage(str(DATA / "labelsTr" / f"{name}.nii.gz"))
+        img, ref = read_case(name)
         r = sitk.GetArrayFromImage(ref)
         row = {"case": name}
         for tag, tta in (("tta", True), ("plain", False)):
             t0 = time.perf_counter()
             out = segment_with_model([img], model, device="cpu", tta=tta)
             row[f"seconds_{tag}"] = time.perf_counter() - t0
-            rep = evaluate_labelmaps(out.labels, ref)
-            row[f"dice1_{tag}"] = rep["classes"]["1"]["dice"]
-            row[f"dice2_{tag}"] = rep["classes"]["2"]["dice"]
+            row[f"dice1_{tag}"], row[f"dice2_{tag}"] = class_dice(out.labels, ref)
             if tta:
                 pred = sitk.GetArrayFromImage(out.labels)
                 prob = np.moveaxis(sitk.GetArrayFromImage(out.probabilities), -1, 0)
@@ -86,7 +83,10 @@ def main(argv=None) -> int:
         print(f"{name}: Dice {row['dice1_tta']:.3f} / {row['dice2_tta']:.3f}  ECE {row['ece_region']:.3f}  AUROC {row['auroc_region']:.3f}", flush=True)
 
     # The same figure on cases the model was trained on (no TTA).
-    train_rows = [dice_plain(name, model) for name in card["training"]["train_cases"][::4]]
+    train_rows = []
+    for name in card["training"]["train_cases"][::4]:
+        img, ref = read_case(name)
+        train_rows.append(class_dice(segment_with_model([img], model, device="cpu", tta=False).labels, ref))
 
     # A fresh process, as a user runs it: start-up, model load and inference of one case.
     with tempfile.TemporaryDirectory() as tmp:
@@ -176,11 +176,15 @@ def main(argv=None) -> int:
     return 0
 
 
-def dice_plain(name: str, model) -> tuple:
-    """Dice of classes 1 and 2 for one shared case, inference without TTA."""
+def read_case(name: str) -> tuple:
+    """One shared case: the image (float32) and its reference labelmap."""
     img = sitk.Cast(sitk.ReadImage(str(DATA / "imagesTr" / f"{name}.nii.gz")), sitk.sitkFloat32)
-    ref = sitk.ReadImage(str(DATA / "labelsTr" / f"{name}.nii.gz"))
-    rep = evaluate_labelmaps(segment_with_model([img], model, device="cpu", tta=False).labels, ref)
+    return img, sitk.ReadImage(str(DATA / "labelsTr" / f"{name}.nii.gz"))
+
+
+def class_dice(labels: sitk.Image, ref: sitk.Image) -> tuple:
+    """Dice of classes 1 (anterior) and 2 (posterior) against the reference."""
+    rep = evaluate_labelmaps(labels, ref)
     return rep["classes"]["1"]["dice"], rep["classes"]["2"]["dice"]
 
 

@@ -171,8 +171,8 @@ def start_medsegai(model_dir: str, budget_min: float, threads: int, clock: str) 
     cmd = [str(REPO / ".venv" / "bin" / "medsegai"), "train", str(DATA), "--output", model_dir, "--threads", str(threads),
            "--budget-clock", clock, "--time-budget-min", str(budget_min), "--epochs", "100000", "--seed", "0"]
     Path(model_dir).mkdir(parents=True, exist_ok=True)
-    log = open(Path(model_dir) / "train.log", "w")
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    with open(Path(model_dir) / "train.log", "w") as log:  # the child keeps its own handle
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
 
 
 def predict(trainer: str) -> dict:
