@@ -229,7 +229,12 @@ def main(argv=None) -> int:
     result = {"peer": "nnU-Net v2 3d_fullres", "split": "validation = last 40 by sorted name; training = other 160"}
     run = collect if args.collect else train
     beside = start_medsegai(args.beside, args.beside_budget_min or args.budget_min, args.threads, args.budget_clock) if args.beside else None
-    result["training"] = run(args.budget_min, args.trainer, args.threads, args.budget_clock)
+    try:
+        result["training"] = run(args.budget_min, args.trainer, args.threads, args.budget_clock)
+    except BaseException:
+        if beside is not None:  # no run left behind holding a core
+            beside.terminate()
+        raise
     if beside is not None:
         if beside.wait() != 0:
             raise SystemExit(f"the MedSegAI training beside nnU-Net failed; see {args.beside}/train.log")
