@@ -78,6 +78,23 @@ def test_training_from_a_model_with_another_plan_is_refused(tiny_dataset, tiny_m
         train(tiny_dataset, tmp_path / "other", opts, log=lambda m: None)
 
 
+def test_cross_validation_folds_partition_the_shared_cases(shared_data):
+    from MedSegAILib.methods.deep.dataset import read_dataset, split_cases
+
+    cases = read_dataset(shared_data / "hippocampus").cases
+    default_train, default_val = split_cases(cases, 40)
+    seen = []
+    for k in range(len(cases) // 40):
+        tr, va = split_cases(cases, 40, fold=k)
+        assert len(va) == 40 and len(tr) == len(cases) - 40
+        assert not {c.name for c in tr} & {c.name for c in va}
+        seen += [c.name for c in va]
+    assert sorted(seen) == sorted(c.name for c in cases)  # every case validates exactly once
+    assert [c.name for c in split_cases(cases, 40, fold=len(cases) // 40 - 1)[1]] == [c.name for c in default_val]
+    with pytest.raises(InputError, match="--fold 5 does not exist"):
+        split_cases(cases, 40, fold=5)
+
+
 def test_full_resolution_level_plan_and_network(tiny_dataset):
     """With a full-resolution first level the total stride halves and the first unit keeps the size."""
     from MedSegAILib.methods.deep.dataset import fingerprint, read_dataset

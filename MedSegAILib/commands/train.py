@@ -41,6 +41,7 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (default 2e-3, polynomial decay)")
     p.add_argument("--val-cases", type=int, default=40, help="the last N cases by name validate (default 40)")
+    p.add_argument("--fold", type=int, help="cross-validation: the K-th block of --val-cases cases by name validates instead of the last (K from 0)")
     p.add_argument("--val-every", type=int, default=1, help="validate every N epochs (default 1)")
     p.add_argument("--augment", type=float, default=1.0, help="augmentation strength, 0 = none (default 1)")
     p.add_argument("--seed", type=int, default=0)
@@ -68,7 +69,7 @@ def run(args) -> int:
     opts = TrainOptions(
         network=args.network, norm=args.norm, features=features, full_resolution_level=args.full_resolution_level, dropout=args.dropout, aspp=args.aspp,
         loss=args.loss, epochs=args.epochs, time_budget_min=args.time_budget_min, budget_clock=args.budget_clock, batch_size=args.batch_size,
-        lr=args.lr, val_cases=args.val_cases, val_every=args.val_every, seed=args.seed, augment=args.augment,
+        lr=args.lr, val_cases=args.val_cases, fold=args.fold, val_every=args.val_every, seed=args.seed, augment=args.augment,
         threads=args.threads, max_train_cases=args.max_train_cases, device=args.device, class_names=names,
         name=args.name, sdf_head=args.sdf_head, sdf_weight=args.sdf_weight, mixed_precision=not args.no_mixed_precision,
         init_from=args.init_from,

@@ -139,11 +139,25 @@ def fingerprint(dataset: TrainingDataset, max_cases: int = 400) -> dict:
     }
 
 
-def split_cases(cases: Sequence[TrainingCase], n_val: int) -> tuple:
-    """Fixed split: the last ``n_val`` cases by sorted name validate, the others train."""
+def split_cases(cases: Sequence[TrainingCase], n_val: int, fold: Optional[int] = None) -> tuple:
+    """Fixed split by sorted name: (training cases, validation cases).
+
+    Without ``fold`` the last ``n_val`` cases validate (the shipped model's split). With
+    ``fold`` = k the k-th block of ``n_val`` consecutive cases validates (k = 0 is the first
+    block), so folds 0 .. len(cases) // n_val - 1 are disjoint and together form a
+    cross-validation; the last fold equals the default split when ``n_val`` divides the count.
+    """
     ordered = sorted(cases, key=lambda c: c.name)
     if n_val <= 0:
+        if fold is not None:
+            raise InputError("--fold needs --val-cases above 0")
         return ordered, []
     if n_val >= len(ordered):
         raise InputError(f"--val-cases {n_val} leaves no training case out of {len(ordered)}")
-    return ordered[:-n_val], ordered[-n_val:]
+    if fold is None:
+        return ordered[:-n_val], ordered[-n_val:]
+    n_folds = len(ordered) // n_val
+    if not 0 <= fold < n_folds:
+        raise InputError(f"--fold {fold} does not exist: {len(ordered)} cases in blocks of {n_val} give folds 0 to {n_folds - 1}")
+    lo, hi = fold * n_val, (fold + 1) * n_val
+    return ordered[:lo] + ordered[hi:], ordered[lo:hi]

@@ -42,6 +42,8 @@ class TrainOptions:
         a CPU budget keeps comparisons fair on a shared machine
     batch_size, lr, weight_decay : AdamW settings
     val_cases : the last N cases (by name) form the validation split
+    fold : instead of the last N, the fold-th block of N cases by name validates
+        (cross-validation; see ``dataset.split_cases``)
     val_every : validate every N epochs
     seed : seeds Python, NumPy, torch and the augmentation
     augment : augmentation strength (0 = none)
@@ -67,6 +69,7 @@ class TrainOptions:
     lr: float = 2e-3
     weight_decay: float = 1e-5
     val_cases: int = 40
+    fold: Optional[int] = None
     val_every: int = 1
     seed: int = 0
     augment: float = 1.0
@@ -214,7 +217,7 @@ def train(
     log(f"device: {device}")
 
     ds = read_dataset(dataset_dir)
-    train_cases, val_cases = split_cases(ds.cases, opt.val_cases)
+    train_cases, val_cases = split_cases(ds.cases, opt.val_cases, opt.fold)
     if opt.max_train_cases:
         train_cases = train_cases[: opt.max_train_cases]
     prog.update(0.0, "fingerprint")
@@ -333,7 +336,7 @@ def train(
             "dataset": str(Path(dataset_dir).resolve()),
             "train_cases": [c.name for c in train_cases],
             "validation_cases": [c.name for c in val_cases],
-            "split": f"validation = the last {len(val_cases)} cases by sorted name; training = the other {len(train_cases)}",
+            "split": (f"validation = the last {len(val_cases)} cases by sorted name" if opt.fold is None else f"validation = fold {opt.fold}: block {opt.fold} of {len(val_cases)} cases by sorted name") + f"; training = the other {len(train_cases)}",
             "options": {k: v for k, v in opt.__dict__.items() if k != "class_names"},
             "initialised_from": state.get("initialised_from"),
             "epochs_run": state["epoch"],
