@@ -130,6 +130,8 @@ def train(budget_min: float, trainer: str, threads: int, clock: str) -> dict:
                     proc.wait()
                 stopped = True
     text = log.read_text(errors="replace")
+    if proc.returncode != 0 and not stopped:
+        raise SystemExit(f"nnU-Net's training failed (exit {proc.returncode}); see {log}")
     epochs = len(re.findall(r"Epoch time:", text))
     own = json.loads(stats.read_text()) if stats.exists() else {}
     return {
@@ -169,7 +171,8 @@ def start_medsegai(model_dir: str, budget_min: float, threads: int, clock: str) 
     if Path(model_dir, "model.json").exists():
         raise SystemExit(f"'{model_dir}' already holds a model; choose another --beside folder")
     cmd = [str(REPO / ".venv" / "bin" / "medsegai"), "train", str(DATA), "--output", model_dir, "--threads", str(threads),
-           "--budget-clock", clock, "--time-budget-min", str(budget_min), "--epochs", "100000", "--seed", "0"]
+           "--budget-clock", clock, "--time-budget-min", str(budget_min), "--epochs", "100000", "--seed", "0",
+           "--batch-size", "2", "--class-names", "Anterior hippocampus,Posterior hippocampus"]  # the recipe of deep.md
     Path(model_dir).mkdir(parents=True, exist_ok=True)
     with open(Path(model_dir) / "train.log", "w") as log:  # the child keeps its own handle
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
