@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     print(table(rows))
     plot(rows, Path(args.png))
     result = {
-        "recipe": " ".join(train_command(0, args.budget_min, args.seed)[1:]).replace(str(REPO) + "/", "").replace("--fold 0", "--fold K"),
+        "recipe": " ".join(train_command(0, args.budget_min, args.seed)[1:]).replace(str(REPO) + "/", "").replace(str(REPO.parent) + "/", "../").replace("--fold 0", "--fold K"),
         "budget_cpu_min_per_fold": args.budget_min,
         "folds": rows,
         "mean_last_epoch": round(float(np.mean([r["last_epoch_mean"] for r in rows])), 4),
