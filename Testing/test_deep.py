@@ -69,6 +69,18 @@ def test_training_continues_from_a_trained_models_weights(tiny_dataset, tiny_mod
     resumed = train(tiny_dataset, tmp_path / "continued", opts, resume=True, log=lambda m: None)
     assert resumed["training"]["epochs_run"] == 3
     assert resumed["training"]["initialised_from"]["sha256"] == start_card["sha256"]
+    # Resuming on another split would validate on cases the weights were trained on: refused.
+    opts.epochs, opts.fold = 4, 0
+    with pytest.raises(InputError, match="validated on other cases"):
+        train(tiny_dataset, tmp_path / "continued", opts, resume=True, log=lambda m: None)
+
+
+def test_starting_from_a_model_trained_on_the_validation_cases_is_refused(tiny_dataset, tiny_model, tmp_path):
+    start, _ = tiny_model  # trained on the first 8 of the 10 cases
+    opts = TrainOptions(features=[8, 16, 32], epochs=1, batch_size=2, val_cases=2, fold=0, augment=0.0, threads=2, init_from=str(start))
+    with pytest.raises(InputError, match="trained on 2 of this run's validation cases"):
+        train(tiny_dataset, tmp_path / "leaky", opts, log=lambda m: None)
+    assert not (tmp_path / "leaky" / "model.json").exists()
 
 
 def test_training_from_a_model_with_another_plan_is_refused(tiny_dataset, tiny_model, tmp_path):
@@ -93,6 +105,10 @@ def test_cross_validation_folds_partition_the_shared_cases(shared_data):
     assert [c.name for c in split_cases(cases, 40, fold=len(cases) // 40 - 1)[1]] == [c.name for c in default_val]
     with pytest.raises(InputError, match="--fold 5 does not exist"):
         split_cases(cases, 40, fold=5)
+    # Blocks that do not divide the cases: the last fold takes the remainder (200 = 6 x 30 + 20).
+    blocks = [split_cases(cases, 30, fold=k)[1] for k in range(6)]
+    assert [len(b) for b in blocks] == [30] * 5 + [50]
+    assert sorted(c.name for b in blocks for c in b) == sorted(c.name for c in cases)
 
 
 def test_full_resolution_level_plan_and_network(tiny_dataset):

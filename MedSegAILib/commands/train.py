@@ -41,7 +41,7 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (default 2e-3, polynomial decay)")
     p.add_argument("--val-cases", type=int, default=40, help="the last N cases by name validate (default 40)")
-    p.add_argument("--fold", type=int, help="cross-validation: the K-th block of --val-cases cases by name validates instead of the last (K from 0)")
+    p.add_argument("--fold", type=int, help="cross-validation: the K-th block of --val-cases cases by name validates instead of the last (K from 0; the last fold also takes any remainder)")
     p.add_argument("--val-every", type=int, default=1, help="validate every N epochs (default 1)")
     p.add_argument("--augment", type=float, default=1.0, help="augmentation strength, 0 = none (default 1)")
     p.add_argument("--seed", type=int, default=0)

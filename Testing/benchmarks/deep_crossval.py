@@ -62,17 +62,22 @@ def train_folds(folds, budget_min: float, seed: int) -> None:
     """Start every fold at once (one thread each) and wait; a CPU-time budget keeps them equal
     however the cores are shared. A failed fold stops the others."""
     WORK.mkdir(parents=True, exist_ok=True)
+    taken = [k for k in folds if (WORK / f"fold{k}" / "model.json").exists()]
+    if taken:
+        raise SystemExit(f"{', '.join(str(WORK / f'fold{k}') for k in taken)} already hold models; move them away to train again")
     procs = {}
     for k in folds:
-        if (WORK / f"fold{k}" / "model.json").exists():
-            raise SystemExit(f"{WORK / f'fold{k}'} already holds a model; move it away to train fold {k} again")
-        log = open(WORK / f"fold{k}.log", "w")
-        procs[k] = subprocess.Popen(train_command(k, budget_min, seed), stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        with open(WORK / f"fold{k}.log", "w") as log:  # the child keeps its own handle
+            procs[k] = subprocess.Popen(train_command(k, budget_min, seed), stdout=log, stderr=subprocess.STDOUT)
     try:
-        for k, p in procs.items():
-            if p.wait() != 0:
-                raise SystemExit(f"fold {k} failed (exit {p.returncode}); see {WORK / f'fold{k}.log'}")
+        while any(p.poll() is None for p in procs.values()):
+            failed = [k for k, p in procs.items() if p.poll() not in (None, 0)]
+            if failed:
+                raise SystemExit(f"fold {failed[0]} failed (exit {procs[failed[0]].returncode}); see {WORK / f'fold{failed[0]}.log'}")
+            time.sleep(5)
+        failed = [k for k, p in procs.items() if p.returncode != 0]
+        if failed:
+            raise SystemExit(f"fold {failed[0]} failed (exit {procs[failed[0]].returncode}); see {WORK / f'fold{failed[0]}.log'}")
     finally:
         for p in procs.values():
             if p.poll() is None:
@@ -92,6 +97,8 @@ def whole_structure_and_swaps(pred: np.ndarray, ref: np.ndarray) -> tuple:
 
 def measure_fold(k: int) -> dict:
     folder = WORK / f"fold{k}"
+    if not (folder / "training_history.json").exists():
+        raise SystemExit(f"fold {k} has not finished training in {folder}: run with --train, or wait for the run under way")
     model = load_model(str(folder), "cpu")
     card = model.card
     history = json.loads((folder / "training_history.json").read_text())
@@ -109,7 +116,8 @@ def measure_fold(k: int) -> dict:
     plain, tta = np.mean(plain, axis=0), np.mean(tta, axis=0)
     return {
         "fold": k,
-        "validation_cases": f"{cases[0]} ... {cases[-1]}",
+        "validation_range": f"{cases[0]} ... {cases[-1]}",
+        "n_cases": len(cases),
         "epochs": card["training"]["epochs_run"],
         "cpu_time_min": card["training"]["cpu_time_min"],
         "last_epoch_dice": last["val_dice"],
@@ -134,11 +142,11 @@ def plot(rows, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in rows:
         h = [x for x in r["history"] if x["val_mean_dice"] is not None]
-        ax.plot([x["cpu_s"] / 60 for x in h], [x["val_mean_dice"] for x in h], label=f"fold {r['fold']} ({r['validation_cases']})", lw=1)
+        ax.plot([x["cpu_s"] / 60 for x in h], [x["val_mean_dice"] for x in h], label=f"fold {r['fold']} ({r['validation_range']})", lw=1)
     ax.set_ylim(0.78, 0.92)
     ax.set_xlabel("training CPU minutes (one thread)")
     ax.set_ylabel("validation mean Dice (no TTA)")
-    ax.set_title("deep recipe, 5-fold cross-validation on the 200 shared cases")
+    ax.set_title(f"deep recipe, folds {', '.join(str(r['fold']) for r in rows)} of the cross-validation")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -153,12 +161,12 @@ def table(rows) -> str:
     ]
     for r in rows:
         a, p = r["last_epoch_dice"]
-        lines.append(f"| {r['fold']} | {r['validation_cases']} | {r['epochs']} | {r['cpu_time_min']:.1f} | {a:.4f} / {p:.4f} / **{r['last_epoch_mean']:.4f}** | {r['kept_plain_mean']:.4f} | {r['kept_tta_mean']:.4f} | {r['kept_tta_whole_structure_dice']:.4f} | {r['kept_tta_share_of_errors_that_are_class_swaps']:.0%} |")
+        lines.append(f"| {r['fold']} | {r['validation_range']} | {r['epochs']} | {r['cpu_time_min']:.1f} | {a:.4f} / {p:.4f} / **{r['last_epoch_mean']:.4f}** | {r['kept_plain_mean']:.4f} | {r['kept_tta_mean']:.4f} | {r['kept_tta_whole_structure_dice']:.4f} | {r['kept_tta_share_of_errors_that_are_class_swaps']:.0%} |")
     m = lambda key: float(np.mean([r[key] for r in rows]))  # noqa: E731
     s = lambda key: float(np.std([r[key] for r in rows], ddof=1)) if len(rows) > 1 else 0.0  # noqa: E731
     ant = float(np.mean([r["last_epoch_dice"][0] for r in rows]))
     post = float(np.mean([r["last_epoch_dice"][1] for r in rows]))
-    lines.append(f"| mean ± SD over folds | 200 cases | | | {ant:.4f} / {post:.4f} / **{m('last_epoch_mean'):.4f} ± {s('last_epoch_mean'):.4f}** | {m('kept_plain_mean'):.4f} | {m('kept_tta_mean'):.4f} | {m('kept_tta_whole_structure_dice'):.4f} | {m('kept_tta_share_of_errors_that_are_class_swaps'):.0%} |")
+    lines.append(f"| mean ± SD over folds {', '.join(str(r['fold']) for r in rows)} | {sum(r['n_cases'] for r in rows)} cases | | | {ant:.4f} / {post:.4f} / **{m('last_epoch_mean'):.4f} ± {s('last_epoch_mean'):.4f}** | {m('kept_plain_mean'):.4f} | {m('kept_tta_mean'):.4f} | {m('kept_tta_whole_structure_dice'):.4f} | {m('kept_tta_share_of_errors_that_are_class_swaps'):.0%} |")
     return "\n".join(lines)
 
 
@@ -180,7 +188,7 @@ def main(argv=None) -> int:
     print(table(rows))
     plot(rows, Path(args.png))
     result = {
-        "recipe": " ".join(train_command(0, args.budget_min, args.seed)[1:]).replace(str(REPO) + "/", "").replace(str(REPO.parent) + "/", "../").replace("--fold 0", "--fold K"),
+        "recipe": " ".join(train_command(0, args.budget_min, args.seed)[1:]).replace(str(REPO) + "/", "").replace(str(REPO.parent) + "/", "../").replace("fold0", "foldK").replace("--fold 0", "--fold K"),
         "budget_cpu_min_per_fold": args.budget_min,
         "folds": rows,
         "mean_last_epoch": round(float(np.mean([r["last_epoch_mean"] for r in rows])), 4),

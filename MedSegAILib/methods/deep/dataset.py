@@ -145,7 +145,9 @@ def split_cases(cases: Sequence[TrainingCase], n_val: int, fold: Optional[int] =
     Without ``fold`` the last ``n_val`` cases validate (the shipped model's split). With
     ``fold`` = k the k-th block of ``n_val`` consecutive cases validates (k = 0 is the first
     block), so folds 0 .. len(cases) // n_val - 1 are disjoint and together form a
-    cross-validation; the last fold equals the default split when ``n_val`` divides the count.
+    cross-validation in which every case validates once: when ``n_val`` does not divide the
+    count, the last fold also takes the remainder. When it does, the last fold is the default
+    split.
     """
     ordered = sorted(cases, key=lambda c: c.name)
     if n_val <= 0:
@@ -159,5 +161,5 @@ def split_cases(cases: Sequence[TrainingCase], n_val: int, fold: Optional[int] =
     n_folds = len(ordered) // n_val
     if not 0 <= fold < n_folds:
         raise InputError(f"--fold {fold} does not exist: {len(ordered)} cases in blocks of {n_val} give folds 0 to {n_folds - 1}")
-    lo, hi = fold * n_val, (fold + 1) * n_val
+    lo, hi = fold * n_val, (len(ordered) if fold == n_folds - 1 else (fold + 1) * n_val)
     return ordered[:lo] + ordered[hi:], ordered[lo:hi]

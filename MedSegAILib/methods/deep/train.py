@@ -153,15 +153,22 @@ def plot_learning_curves(history: List[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _init_from(net, plan: Plan, model, log) -> dict:
+def _init_from(net, plan: Plan, model, val_names, log) -> dict:
     """Load a trained model's weights (checksum verified, no pickle) into ``net``.
 
     The starting model's plan must give the same network: architecture, channels, patch,
-    spacing, normalisation and classes. Returns what the model card records about it.
+    spacing, normalisation and classes; and it must not have trained on any of ``val_names``
+    (the validation figures would be inflated). Returns what the model card records about it.
     """
     from .model_store import read_verified_weights
 
     start = read_verified_weights(model)
+    seen = sorted(set(start.card.get("training", {}).get("train_cases", [])) & set(val_names))
+    if seen:
+        raise InputError(
+            f"--init-from model '{start.folder}' was trained on {len(seen)} of this run's validation cases ({', '.join(seen[:3])}{', ...' if len(seen) > 3 else ''}); "
+            "its validation figures would be inflated: choose a split it did not train on, or train from scratch"
+        )
     keys = ("network", "features", "full_resolution_level", "norm", "num_classes", "in_channels", "patch_size_zyx", "target_spacing_xyz", "normalization", "aspp", "sdf_head", "context_slices")
     mine, theirs = plan.to_dict(), start.plan.to_dict()
     differ = [k for k in keys if mine.get(k) != theirs.get(k)]
@@ -232,7 +239,8 @@ def train(
     ckpt_w, ckpt_j = out / "checkpoint.safetensors", out / "checkpoint.json"
     resuming = resume and ckpt_w.exists()
     # Before the cases are loaded, so that a starting model with another plan is refused at once.
-    init = _init_from(net, plan, opt.init_from, log) if opt.init_from and not resuming else None
+    val_names = [c.name for c in val_cases]
+    init = _init_from(net, plan, opt.init_from, val_names, log) if opt.init_from and not resuming else None
     train_data = _load(train_cases, plan)
     val_data = _load(val_cases, plan)
     loss_fn = build_loss(opt.loss)
@@ -247,10 +255,17 @@ def train(
         transforms = crop_or_pad_transforms(plan.patch_size_zyx)
 
     # Kept in checkpoint.json, so a resumed run still records the model it started from.
-    state = {"epoch": 0, "elapsed_s": 0.0, "best_dice": -1.0, "history": [], "initialised_from": init}
+    state = {"epoch": 0, "elapsed_s": 0.0, "best_dice": -1.0, "history": [], "initialised_from": init, "validation_cases": val_names}
     if resuming:
+        saved = json.loads(ckpt_j.read_text())
+        # Checkpoints written before the split was recorded carry no case list.
+        if saved.get("validation_cases", val_names) != val_names:
+            raise InputError(
+                f"the checkpoint in '{out}' was validated on other cases than this split "
+                f"({saved['validation_cases'][0]} ... vs {val_names[0] if val_names else 'none'} ...): resume with the run's own --val-cases and --fold"
+            )
         _restore(net, optimizer, safetensors.torch.load_file(str(ckpt_w)))
-        state = json.loads(ckpt_j.read_text())
+        state = {**saved, "validation_cases": val_names}
         log(f"resumed at epoch {state['epoch']}")
 
     budget_s = opt.time_budget_min * 60 if opt.time_budget_min else None
