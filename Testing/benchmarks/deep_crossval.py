@@ -58,6 +58,14 @@ def train_command(fold: int, budget_min: float, seed: int) -> list:
     ]
 
 
+def recipe_text(budget_min: float, seed: int) -> str:
+    """The fold command as a user types it from the project folder."""
+    cmd = train_command(0, budget_min, seed)
+    cmd[0] = "medsegai"
+    text = " ".join(f'"{a}"' if " " in a else a for a in cmd)
+    return text.replace(str(DATA), "../shared/data/hippocampus").replace(str(REPO) + "/", "").replace("fold0", "foldK").replace("--fold 0", "--fold K")
+
+
 def train_folds(folds, budget_min: float, seed: int) -> None:
     """Start every fold at once (one thread each) and wait; a CPU-time budget keeps them equal
     however the cores are shared. A failed fold stops the others."""
@@ -188,7 +196,7 @@ def main(argv=None) -> int:
     print(table(rows))
     plot(rows, Path(args.png))
     result = {
-        "recipe": " ".join(train_command(0, args.budget_min, args.seed)[1:]).replace(str(REPO) + "/", "").replace(str(REPO.parent) + "/", "../").replace("fold0", "foldK").replace("--fold 0", "--fold K"),
+        "recipe": recipe_text(args.budget_min, args.seed),
         "budget_cpu_min_per_fold": args.budget_min,
         "folds": rows,
         "mean_last_epoch": round(float(np.mean([r["last_epoch_mean"] for r in rows])), 4),
