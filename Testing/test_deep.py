@@ -94,7 +94,7 @@ def test_cross_validation_folds_partition_the_shared_cases(shared_data):
     from MedSegAILib.methods.deep.dataset import read_dataset, split_cases
 
     cases = read_dataset(shared_data / "hippocampus").cases
-    default_train, default_val = split_cases(cases, 40)
+    _, default_val = split_cases(cases, 40)
     seen = []
     for k in range(len(cases) // 40):
         tr, va = split_cases(cases, 40, fold=k)

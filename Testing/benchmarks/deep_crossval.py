@@ -41,21 +41,16 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from deep_benchmark import DATA, DOCS, class_dice, read_case  # noqa: E402
+from deep_recipe import recipe_command  # noqa: E402
 
 from MedSegAILib.methods.deep.inference import segment_with_model  # noqa: E402
 from MedSegAILib.methods.deep.model_store import load_model  # noqa: E402
 
 WORK = REPO / "Testing" / "benchmarks" / "work" / "crossval"
-CLASS_NAMES = "Anterior hippocampus,Posterior hippocampus"
-
 
 def train_command(fold: int, budget_min: float, seed: int) -> list:
-    """The ``medsegai train`` command of one fold (the equal-CPU recipe of deep.md, one thread)."""
-    return [
-        str(REPO / ".venv" / "bin" / "medsegai"), "train", str(DATA), "--output", str(WORK / f"fold{fold}"),
-        "--fold", str(fold), "--val-cases", "40", "--time-budget-min", str(budget_min), "--budget-clock", "cpu",
-        "--threads", "1", "--epochs", "2000", "--batch-size", "2", "--seed", str(seed), "--class-names", CLASS_NAMES,
-    ]
+    """The ``medsegai train`` command of one fold (the recipe of deep.md, one thread)."""
+    return recipe_command(DATA, WORK / f"fold{fold}", budget_min=budget_min, seed=seed, extra=("--fold", str(fold), "--val-cases", "40"))
 
 
 def recipe_text(budget_min: float, seed: int) -> str:
@@ -78,14 +73,14 @@ def train_folds(folds, budget_min: float, seed: int) -> None:
         with open(WORK / f"fold{k}.log", "w") as log:  # the child keeps its own handle
             procs[k] = subprocess.Popen(train_command(k, budget_min, seed), stdout=log, stderr=subprocess.STDOUT)
     try:
-        while any(p.poll() is None for p in procs.values()):
-            failed = [k for k, p in procs.items() if p.poll() not in (None, 0)]
+        while True:
+            codes = {k: p.poll() for k, p in procs.items()}
+            failed = [k for k, c in codes.items() if c not in (None, 0)]
             if failed:
-                raise SystemExit(f"fold {failed[0]} failed (exit {procs[failed[0]].returncode}); see {WORK / f'fold{failed[0]}.log'}")
+                raise SystemExit(f"fold {failed[0]} failed (exit {codes[failed[0]]}); see {WORK / f'fold{failed[0]}.log'}")
+            if None not in codes.values():
+                return
             time.sleep(5)
-        failed = [k for k, p in procs.items() if p.returncode != 0]
-        if failed:
-            raise SystemExit(f"fold {failed[0]} failed (exit {procs[failed[0]].returncode}); see {WORK / f'fold{failed[0]}.log'}")
     finally:
         for p in procs.values():
             if p.poll() is None:

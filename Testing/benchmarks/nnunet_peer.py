@@ -45,6 +45,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from MedSegAILib.measure.metrics import evaluate_labelmaps  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from deep_recipe import recipe_command  # noqa: E402
+
 DATA = REPO.parent / "shared" / "data" / "hippocampus"
 VENV = REPO / ".venv-peers" / "nnunet"
 WORK = REPO / "Testing" / "benchmarks" / "work" / "nnunet"
@@ -170,9 +173,7 @@ def start_medsegai(model_dir: str, budget_min: float, threads: int, clock: str) 
     """A from-scratch MedSegAI training on the same split, started beside nnU-Net's."""
     if Path(model_dir, "model.json").exists():
         raise SystemExit(f"'{model_dir}' already holds a model; choose another --beside folder")
-    cmd = [str(REPO / ".venv" / "bin" / "medsegai"), "train", str(DATA), "--output", model_dir, "--threads", str(threads),
-           "--budget-clock", clock, "--time-budget-min", str(budget_min), "--epochs", "100000", "--seed", "0",
-           "--batch-size", "2", "--class-names", "Anterior hippocampus,Posterior hippocampus"]  # the recipe of deep.md
+    cmd = recipe_command(DATA, model_dir, budget_min=budget_min, clock=clock, threads=threads, epochs=100000)
     Path(model_dir).mkdir(parents=True, exist_ok=True)
     with open(Path(model_dir) / "train.log", "w") as log:  # the child keeps its own handle
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)

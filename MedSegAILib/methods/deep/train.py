@@ -350,7 +350,7 @@ def train(
         "training": {
             "dataset": str(Path(dataset_dir).resolve()),
             "train_cases": [c.name for c in train_cases],
-            "validation_cases": [c.name for c in val_cases],
+            "validation_cases": val_names,
             "split": (f"validation = the last {len(val_cases)} cases by sorted name" if opt.fold is None else f"validation = fold {opt.fold}: block {opt.fold} of {len(val_cases)} cases by sorted name") + f"; training = the other {len(train_cases)}",
             "options": {k: v for k, v in opt.__dict__.items() if k != "class_names"},
             "initialised_from": state.get("initialised_from"),
