@@ -405,7 +405,8 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updateButtons()
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
-            if not self.logic.ensureDependencies(self._parameterNode.method):
+            p = self._parameterNode
+            if not self.logic.ensureDependencies(p.method, _pathText(p.modelFolder) or p.model, p.methodParameters, p.device):
                 self.ui.statusLabel.text = _("The method's packages are not installed; nothing was run.")
                 return
             self.ui.progressBar.value = 0
@@ -481,7 +482,7 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
         import importlib.util
 
         if importlib.util.find_spec("torch") is None:
-            return _("PyTorch is installed on first use of a deep method.")
+            return _("Models with an ONNX export run on the CPU with ONNX Runtime; PyTorch is installed on first use of any other deep run.")
         try:
             import torch
 
@@ -491,11 +492,16 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
             logging.warning(f"MedSegAI: could not query the GPU: {exc}")
         return _("No GPU found; deep methods run on the CPU.")
 
-    def ensureDependencies(self, method: str) -> bool:
-        """Install what ``method`` needs after asking; False if the user declined."""
-        from MedSegAILib.slicer_bridge.module_logic import install_plan, install_question, missing_requirements, torch_version_requirement
+    def ensureDependencies(self, method: str, model: str = "", methodParameters: str = "", device: str = "auto") -> bool:
+        """Install what this run of ``method`` needs after asking; False if the user declined.
+        (A shipped model with an ONNX export needs only onnxruntime, not PyTorch.)"""
+        from MedSegAILib.slicer_bridge.module_logic import install_plan, install_question, missing_requirements, parameters_from_json, torch_version_requirement
 
-        missing = missing_requirements(method)
+        def missingNow():
+            parameters = parameters_from_json(methodParameters, method)
+            return missing_requirements(method, model=model or None, parameters=parameters, device=device)
+
+        missing = missingNow()
         if not missing:
             return True
         if not slicer.util.confirmOkCancelDisplay(_(install_question(method, missing))):
@@ -516,7 +522,7 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
                 slicer.packaging.pip_ensure(plan["pip"], requester="MedSegAI", prompt_install=False)
             except (ImportError, AttributeError):
                 slicer.util.pip_install(plan["pip"])
-        return not missing_requirements(method)
+        return not missingNow()
 
     def pythonExecutable(self) -> str:
         return shutil.which("PythonSlicer") or os.path.join(os.path.dirname(sys.executable), "PythonSlicer")

@@ -24,6 +24,7 @@ COMMANDS = (
     "export_surfaces",
     "radiomics",
     "train",
+    "export_onnx",
     "methods",
 )
 

@@ -323,6 +323,30 @@ def test_module_requirements_and_install_plan():
     assert "otsu" in [s.name for s in ml.methods_by_family()["classical"]]
 
 
+def test_deep_run_of_a_model_with_an_onnx_export_needs_only_onnxruntime(tmp_path):
+    """The shipped model has an ONNX export: the install question asks for onnxruntime, not
+    PyTorch, unless the run needs torch (MC dropout, runtime=torch, CUDA) or the export is stale."""
+    import shutil
+
+    from MedSegAILib.resources import models_dir
+    from MedSegAILib.slicer_bridge import module_logic as ml
+
+    if not (models_dir() / "hippocampus" / "model.onnx").exists():
+        pytest.skip("the shipped model has no ONNX export in this checkout")
+    modules = lambda **kw: [r.module for r in ml.requirements_for("deep", "deep", **kw)]  # noqa: E731
+    assert modules(model="hippocampus") == ["onnxruntime"]
+    assert modules(model="hippocampus", device="cpu", parameters={"tta": False}) == ["onnxruntime"]
+    assert modules(model="hippocampus", parameters={"mc_samples": 4}) == ["torch", "monai", "safetensors"]
+    assert modules(model="hippocampus", parameters={"runtime": "torch"}) == ["torch", "monai", "safetensors"]
+    assert modules(model="hippocampus", device="cuda") == ["torch", "monai", "safetensors"]
+    assert modules(model="no-such-model") == ["torch", "monai", "safetensors"]
+    stale = tmp_path / "stale"
+    shutil.copytree(models_dir() / "hippocampus", stale)
+    (stale / "model.json").write_text((stale / "model.json").read_text().replace('"weights_sha256": "', '"weights_sha256": "0'))
+    assert modules(model=str(stale)) == ["torch", "monai", "safetensors"]
+    assert ml.install_plan(ml.missing_requirements("deep", "deep", model="hippocampus", is_installed=lambda m: False)) == {"pip": ["onnxruntime>=1.17"]}
+
+
 def test_module_builds_the_cli_command_the_cli_accepts(tmp_path):
     from MedSegAILib.cli import build_parser
     from MedSegAILib.slicer_bridge import module_logic as ml

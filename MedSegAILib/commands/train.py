@@ -14,7 +14,8 @@ Train a 3D (or 2D / 2.5D) U-Net on a dataset in the MSD/nnU-Net layout. A datase
 (spacings, sizes, intensities) sets the plan (target spacing, patch size, normalisation), which
 is stored with the model and reused at inference. The model folder gets model.safetensors,
 model.json (model card: plan, classes, split, validation Dice), model.sha256,
-learning_curves.png, and a checkpoint for --resume.
+learning_curves.png, a checkpoint for --resume, and model.onnx (the kept weights exported to
+ONNX and checked against torch, so the model also runs with ONNX Runtime, without torch).
 
 Example (the shipped hippocampus model):
   medsegai train ../shared/data/hippocampus --output Resources/Models/hippocampus \\
@@ -51,6 +52,7 @@ def add_arguments(p) -> None:
     p.add_argument("--name", default="", help="model name recorded in the card")
     p.add_argument("--max-train-cases", type=int, help="use only the first N training cases (quick trials)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in MODEL_DIR")
+    p.add_argument("--no-onnx", action="store_true", help="do not export the trained model to ONNX (model.onnx)")
     p.add_argument("--init-from", metavar="MODEL", help="start from a trained model's weights (name or folder; same plan), e.g. to continue with a new budget")
 
 
@@ -72,7 +74,7 @@ def run(args) -> int:
         lr=args.lr, val_cases=args.val_cases, fold=args.fold, val_every=args.val_every, seed=args.seed, augment=args.augment,
         threads=args.threads, max_train_cases=args.max_train_cases, device=args.device, class_names=names,
         name=args.name, sdf_head=args.sdf_head, sdf_weight=args.sdf_weight, mixed_precision=not args.no_mixed_precision,
-        init_from=args.init_from,
+        init_from=args.init_from, onnx_export=not args.no_onnx,
     )
     bar = TextProgressBar(delay=0.0)
     try:

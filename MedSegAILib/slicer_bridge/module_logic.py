@@ -41,6 +41,7 @@ class Requirement:
 TORCH = Requirement("torch==2.13.0", "torch", "pytorch")
 MONAI = Requirement("monai>=1.4", "monai")
 SAFETENSORS = Requirement("safetensors>=0.4", "safetensors")
+ONNXRUNTIME = Requirement("onnxruntime>=1.17", "onnxruntime")
 PYMAXFLOW = Requirement(
     "PyMaxflow>=1.3", "maxflow", licence_note="PyMaxflow is GPL-3.0; it is installed on request and not bundled"
 )
@@ -76,11 +77,21 @@ def method_spec(name: str):
     return get_method(name)
 
 
-def requirements_for(method: str, family: Optional[str] = None) -> List[Requirement]:
-    """The optional packages ``method`` needs (family's first, then the method's own)."""
+def requirements_for(
+    method: str, family: Optional[str] = None, *, model: Optional[str] = None, parameters: Optional[Dict[str, Any]] = None, device: str = "auto"
+) -> List[Requirement]:
+    """The optional packages ``method`` needs (family's first, then the method's own).
+
+    A deep run that will go to ONNX Runtime (a model with a current ONNX export, no
+    Monte-Carlo dropout, runtime not forced to torch, CPU or auto device) needs only
+    onnxruntime: about 30 MB instead of PyTorch and MONAI.
+    """
     if family is None:
         family = method_spec(method).family
-    reqs = list(FAMILY_REQUIREMENTS.get(family, ())) + list(METHOD_REQUIREMENTS.get(method, ()))
+    family_reqs = FAMILY_REQUIREMENTS.get(family, ())
+    if family == "deep" and _runs_on_onnx(model, parameters or {}, device):
+        family_reqs = (ONNXRUNTIME,)
+    reqs = list(family_reqs) + list(METHOD_REQUIREMENTS.get(method, ()))
     seen, out = set(), []
     for r in reqs:
         if r.module not in seen:
@@ -89,10 +100,33 @@ def requirements_for(method: str, family: Optional[str] = None) -> List[Requirem
     return out
 
 
-def missing_requirements(method: str, family: Optional[str] = None, *, is_installed=None) -> List[Requirement]:
+def _runs_on_onnx(model: Optional[str], parameters: Dict[str, Any], device: str) -> bool:
+    """Whether a deep run of ``model`` can go to ONNX Runtime (see ``onnx_runtime.choose_runtime``)."""
+    if not model or parameters.get("runtime", "auto") == "torch" or parameters.get("mc_samples", 0) or device not in ("auto", "cpu"):
+        return False
+    from ..core.errors import InputError
+    from ..methods.deep.model_store import read_card, resolve_model_dir
+    from ..methods.deep.onnx_runtime import export_status
+
+    try:
+        folder = resolve_model_dir(model)
+        return export_status(folder, read_card(folder)) == "ready"
+    except InputError:
+        return False
+
+
+def missing_requirements(
+    method: str,
+    family: Optional[str] = None,
+    *,
+    is_installed=None,
+    model: Optional[str] = None,
+    parameters: Optional[Dict[str, Any]] = None,
+    device: str = "auto",
+) -> List[Requirement]:
     """Which of :func:`requirements_for` are not importable (checked without importing them)."""
     check = is_installed or (lambda module: importlib.util.find_spec(module) is not None)
-    return [r for r in requirements_for(method, family) if not check(r.module)]
+    return [r for r in requirements_for(method, family, model=model, parameters=parameters, device=device) if not check(r.module)]
 
 
 def install_plan(missing: Sequence[Requirement]) -> Dict[str, List[str]]:

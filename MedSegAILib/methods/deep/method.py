@@ -1,18 +1,16 @@
-"""Registry adapter of the deep family: ``--method deep --model NAME|DIR``."""
+"""Registry adapter of the deep family: ``--method deep --model NAME|DIR``.
+
+Which runtime runs the network (torch, or ONNX Runtime without torch) and the check that its
+packages are installed are decided in :func:`.inference.segment_with_model`.
+"""
 
 from __future__ import annotations
 
-from ...core.errors import MissingDependencyError
 from ...core.result import MethodOutput
 from ..registry import MethodRequest
 
 
 def run(request: MethodRequest) -> MethodOutput:
-    try:
-        import monai  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError as exc:
-        raise MissingDependencyError(exc.name or "torch", "deep", "the deep method") from exc
     from .inference import segment_with_model
 
     return segment_with_model(request.channels, request.model, device=request.device, progress=request.progress, **request.params)

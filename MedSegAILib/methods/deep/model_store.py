@@ -1,7 +1,8 @@
 """Models on disk: safetensors weights, a JSON model card, and a SHA-256 — never pickle.
 
 A model folder holds ``model.safetensors``, ``model.json`` (plan, classes, training data,
-validation figures, software versions, the weights' SHA-256) and ``model.sha256``. Loading
+validation figures, software versions, the weights' SHA-256) and ``model.sha256``, and may hold
+``model.onnx``, an export of the same weights (see ``onnx_export``), recorded in both. Loading
 checks the weights' SHA-256 against both records and refuses a mismatch, so a tampered or
 truncated file is never run. Shipped models live in ``Resources/Models/<name>``.
 """
@@ -22,6 +23,7 @@ from .plan import Plan
 WEIGHTS = "model.safetensors"
 CARD = "model.json"
 CHECKSUM = "model.sha256"
+ONNX_FILE = "model.onnx"
 
 
 def sha256_file(path: Path) -> str:
@@ -51,6 +53,8 @@ def save_model(folder: Path, state_dict: Dict, plan: Plan, card: Dict) -> str:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    # An ONNX export belongs to the weights it came from; new weights make it stale.
+    (folder / ONNX_FILE).unlink(missing_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
     safetensors.torch.save_file(tensors, str(folder / WEIGHTS), metadata={"format": "pt"})
     digest = sha256_file(folder / WEIGHTS)

@@ -53,6 +53,9 @@ class TrainOptions:
     init_from : a trained model (name or folder) whose verified weights start the training
         (fine-tuning or continuing with a new budget); its plan must match this one
     mixed_precision : float16 autocast with gradient scaling on CUDA (ignored on CPU)
+    onnx_export : after training, export the kept weights to ONNX (``model.onnx``, checked
+        against torch) so the model also runs with ONNX Runtime; skipped with a message when
+        the exporter is not installed or the network does not export
     """
 
     network: Optional[str] = None
@@ -82,6 +85,7 @@ class TrainOptions:
     class_names: Dict[int, str] = field(default_factory=dict)
     name: str = ""
     init_from: Optional[str] = None
+    onnx_export: bool = True
 
 
 def _dice_per_class(pred: np.ndarray, ref: np.ndarray, k: int) -> List[float]:
@@ -185,6 +189,23 @@ def _init_from(net, plan: Plan, model, val_names, log) -> dict:
         "its_epochs": prior.get("epochs_run"), "its_wall_time_min": prior.get("wall_time_min"),
         "its_cpu_time_min": prior.get("cpu_time_min"), "its_validation_mean_dice": start.card.get("validation", {}).get("mean_dice"),
     }
+
+
+def _export_onnx_after_training(out: Path, log) -> None:
+    """Export the kept weights to ONNX; a model without an export still runs with torch, so a
+    missing exporter or a network the exporter cannot take is reported, not fatal."""
+    from ...core.errors import MedSegAIError
+    from .onnx_export import export_onnx
+
+    try:
+        entry = export_onnx(out)
+    except MedSegAIError as exc:
+        log(f"no ONNX export ({exc}); the model runs with the torch runtime")
+        return
+    except Exception as exc:  # the exporter's own failures (unsupported operators, ...)
+        log(f"no ONNX export: the exporter failed ({type(exc).__name__}: {str(exc)[:300]}); the model runs with the torch runtime")
+        return
+    log(f"ONNX export written ({entry['file']}, ONNX Runtime matches torch to {entry['max_relative_logit_difference']:.1e})")
 
 
 def train(
@@ -373,5 +394,7 @@ def train(
 
     weights = st.load_file(str(out / "model.safetensors")) if (out / "model.safetensors").exists() else net.state_dict()
     save_model(out, weights, plan, card)
+    if opt.onnx_export:
+        _export_onnx_after_training(out, log)
     log(f"done: best validation mean Dice {card['validation']['mean_dice']} at epoch {card['validation']['best_epoch']}")
     return json.loads((out / "model.json").read_text())

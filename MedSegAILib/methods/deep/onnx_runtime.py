@@ -1,0 +1,185 @@
+"""Running a model's ONNX export with ONNX Runtime, without torch or MONAI.
+
+A model folder may hold ``model.onnx``, exported from its safetensors weights by
+``medsegai export-onnx`` (see :mod:`.onnx_export`); the card's ``onnx`` entry records the file's
+SHA-256 and the SHA-256 of the weights it came from. Loading checks both: a changed file is
+refused, an export of other weights is never run. The torch runtime stays the reference (and
+the only one for Monte-Carlo dropout and GPUs); this one exists because a fresh process that
+imports torch and MONAI spends about 4 s before the first voxel, which every case pays when
+the Slicer module runs the CLI, and because ONNX Runtime (about 30 MB) is all a user of a
+shipped model then has to install.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+import platform
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ...core.errors import InputError, MissingDependencyError
+from ...core.progress import Progress
+from .model_store import CHECKSUM, ONNX_FILE, WEIGHTS, read_card, resolve_model_dir, sha256_file
+from .plan import Plan
+from .sliding_window import sliding_window_logits
+
+RUNTIMES = ("auto", "torch", "onnx")
+
+
+@dataclass
+class OnnxModel:
+    """A verified ONNX export and its session. ``sha256`` is the weights' (the model's identity)."""
+
+    session: object
+    plan: Plan
+    card: dict
+    sha256: str
+    onnx_sha256: str
+    folder: Path
+
+
+def export_status(folder: Path, card: dict) -> str:
+    """"none" (no export recorded), "stale" (exported from other weights) or "ready"."""
+    entry = card.get("onnx")
+    if not entry or not (Path(folder) / entry.get("file", ONNX_FILE)).exists():
+        return "none"
+    if entry.get("weights_sha256") != card.get("sha256"):
+        return "stale"
+    return "ready"
+
+
+def recorded_checksums(folder: Path) -> dict:
+    """{file name: SHA-256} from ``model.sha256`` (``<digest>  <file>`` lines)."""
+    path = Path(folder) / CHECKSUM
+    out = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                out[parts[1]] = parts[0]
+    return out
+
+
+def load_onnx_model(model: Union[str, Path], threads: Optional[int] = None) -> OnnxModel:
+    """Verify a model's ONNX export and open an ONNX Runtime session on the CPU.
+
+    Raises InputError when the model has no export, when the export came from other weights,
+    or when the file does not match its recorded SHA-256.
+    """
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise MissingDependencyError("onnxruntime", "onnx", "the ONNX runtime of the deep method")
+    import onnxruntime
+
+    folder = resolve_model_dir(model)
+    card = read_card(folder)
+    status = export_status(folder, card)
+    if status == "none":
+        raise InputError(f"the model in '{folder}' has no ONNX export; create one with: medsegai export-onnx {folder}")
+    if status == "stale":
+        raise InputError(
+            f"the ONNX export in '{folder}' was made from other weights than {WEIGHTS}; "
+            f"export it again with: medsegai export-onnx {folder}"
+        )
+    entry = card["onnx"]
+    path = folder / entry.get("file", ONNX_FILE)
+    digest = sha256_file(path)
+    recorded = {entry.get("sha256")}
+    listed = recorded_checksums(folder).get(path.name)
+    if listed:
+        recorded.add(listed)
+    if recorded != {digest}:
+        raise InputError(
+            f"'{path}' does not match its recorded SHA-256 (file {digest[:12]}..., recorded "
+            f"{', '.join(sorted(r[:12] + '...' for r in recorded if r))}); the file was changed or damaged, refusing to load it"
+        )
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = int(threads or os.cpu_count() or 1)
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return OnnxModel(session, Plan.from_dict(card["plan"]), card, card["sha256"], digest, folder)
+
+
+def gpu_visible() -> bool:
+    """Whether a GPU torch could use is visible, judged without importing torch."""
+    if platform.system() == "Darwin":
+        return platform.machine() == "arm64"
+    return bool(glob.glob("/dev/nvidia[0-9]*")) or shutil.which("nvidia-smi") is not None
+
+
+def choose_runtime(model: Union[str, Path, object], runtime: str, device: str, mc_samples: int) -> Tuple[str, str]:
+    """("onnx" or "torch", the reason in words).
+
+    ``auto`` takes ONNX Runtime when the model has a current export, onnxruntime is installed,
+    no Monte-Carlo dropout is asked for and the run is on the CPU (``--device cpu``, or ``auto``
+    with no GPU visible or torch not installed); otherwise torch. An explicit ``onnx`` that
+    cannot be honoured is an error naming why.
+    """
+    if runtime not in RUNTIMES:
+        raise InputError(f"runtime must be one of {', '.join(RUNTIMES)}; got '{runtime}'")
+    if runtime == "torch":
+        return "torch", "asked for"
+    if not isinstance(model, (str, Path)):
+        if runtime == "auto":
+            return "torch", "model already loaded in torch"
+        model = model.folder
+    folder = resolve_model_dir(model)
+    status = export_status(folder, read_card(folder))
+    has_ort = importlib.util.find_spec("onnxruntime") is not None
+    has_torch = importlib.util.find_spec("torch") is not None
+    blockers = []
+    if status != "ready":
+        blockers.append("the model has no ONNX export" if status == "none" else "the model's ONNX export was made from other weights")
+    if not has_ort:
+        blockers.append("onnxruntime is not installed")
+    if mc_samples:
+        blockers.append("Monte-Carlo dropout needs the torch runtime")
+    if device not in ("auto", "cpu"):
+        blockers.append(f"the ONNX runtime runs on the CPU, --device {device} was asked for")
+    if runtime == "onnx":
+        if blockers:
+            raise InputError("runtime=onnx cannot be used: " + "; ".join(blockers))
+        return "onnx", "asked for"
+    if blockers:
+        if not has_torch:
+            raise MissingDependencyError("torch", "deep", "the deep method (" + "; ".join(blockers) + ")")
+        return "torch", blockers[0]
+    if device == "auto" and has_torch and gpu_visible():
+        return "torch", "a GPU is visible"
+    return "onnx", "CPU run with a current ONNX export"
+
+
+def predict_logit_passes(model: OnnxModel, arr: np.ndarray, flips: Sequence[Tuple[int, ...]], overlap: float = 0.25):
+    """Yield the blended logits (K, Z, Y, X) of each flip pass over ``arr`` (C, Z, Y, X).
+
+    ``flips`` are tensor axes of (B, C, Z, Y, X), as in the torch runtime.
+    """
+    name = model.session.get_inputs()[0].name
+
+    def forward(batch: np.ndarray) -> np.ndarray:
+        return model.session.run(None, {name: batch})[0]
+
+    for flip in flips:
+        axes = tuple(a - 1 for a in flip)
+        x = np.flip(arr, axes) if axes else arr
+        logits = sliding_window_logits(forward, x, model.plan.patch_size_zyx, overlap=overlap)
+        yield np.flip(logits, axes) if axes else logits
+
+
+def predict_array_onnx(
+    model: OnnxModel,
+    arr: np.ndarray,
+    *,
+    flips: Sequence[Tuple[int, ...]],
+    overlap: float = 0.25,
+    progress: Optional[Progress] = None,
+):
+    """Mean softmax (K, Z, Y, X) and mutual information (Z, Y, X), as ``inference.predict_array``."""
+    from .inference import average_passes
+
+    return average_passes(predict_logit_passes(model, arr, flips, overlap), len(flips), progress)
