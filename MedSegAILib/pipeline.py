@@ -30,7 +30,7 @@ def _library_versions() -> Dict[str, str]:
     from importlib import metadata
 
     versions = {"python": platform.python_version(), "SimpleITK": sitk.Version.VersionString(), "numpy": np.__version__}
-    for pkg in ("scipy", "PyMaxflow", "torch", "monai", "slicer-core"):
+    for pkg in ("scipy", "PyMaxflow", "torch", "monai", "onnxruntime", "slicer-core"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

@@ -192,7 +192,7 @@ def test_tampered_weights_are_refused(tiny_model, tmp_path):
     data = bytearray((bad / "model.safetensors").read_bytes())
     data[-5] ^= 0xFF
     (bad / "model.safetensors").write_bytes(bytes(data))
-    with pytest.raises(InputError, match="do not match their recorded SHA-256"):
+    with pytest.raises(InputError, match="SHA-256 of the weights .* does not match the recorded one"):
         load_model(bad)
 
 
@@ -229,3 +229,26 @@ def test_shipped_model_reaches_documented_dice(shared_data):
     assert np.mean(dices) >= documented - 0.04, (dices, documented)
     # Uncertainty flags errors: misclassified voxels are more uncertain than correct ones.
     assert np.mean(aurocs) > 0.75, aurocs
+
+
+def test_cancel_during_monte_carlo_dropout_leaves_torch_clean(tiny_model, hippocampus_case):
+    """Cancelling in the middle of the dropout passes stops the run, and afterwards the thread
+    is out of torch's inference mode and the network's dropout is off again."""
+    from MedSegAILib.core.errors import Cancelled
+    from MedSegAILib.core.progress import CancelToken, Progress
+
+    out, _ = tiny_model
+    model = load_model(out)
+    img = sitk.ReadImage(str(hippocampus_case[0]), sitk.sitkFloat32)
+    token = CancelToken()
+
+    def on_progress(fraction, message):
+        if message == "pass 5/6":  # the first dropout pass is done
+            token.cancel()
+
+    with pytest.raises(Cancelled) as caught:  # kept: its traceback holds the run's frames
+        segment_with_model([img], model, device="cpu", mc_samples=2, progress=Progress(on_progress, token))
+    assert caught.value is not None
+    assert not torch.is_inference_mode_enabled()
+    dropouts = [m for m in model.network.modules() if isinstance(m, torch.nn.Dropout | torch.nn.Dropout3d)]
+    assert dropouts and not any(m.training for m in dropouts)

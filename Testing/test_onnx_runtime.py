@@ -15,13 +15,21 @@ import SimpleITK as sitk
 
 pytest.importorskip("onnxruntime")
 
-from MedSegAILib.core.errors import InputError  # noqa: E402
+from MedSegAILib.core.errors import InputError, MissingDependencyError  # noqa: E402
 from MedSegAILib.methods.deep.inference import segment_with_model  # noqa: E402
 from MedSegAILib.methods.deep.onnx_runtime import choose_runtime, load_onnx_model  # noqa: E402
 from MedSegAILib.resources import models_dir  # noqa: E402
 
 SHIPPED = models_dir() / "hippocampus"
-needs_export = pytest.mark.skipif(not (SHIPPED / "model.onnx").exists(), reason="the shipped model has no ONNX export in this checkout")
+
+
+def test_shipped_model_has_a_current_onnx_export():
+    from MedSegAILib.methods.deep.model_store import read_card
+    from MedSegAILib.methods.deep.onnx_runtime import export_status
+
+    assert export_status(SHIPPED, read_card(SHIPPED)) == "ready"
+    model = load_onnx_model(SHIPPED)
+    assert model.sha256 == read_card(SHIPPED)["sha256"] and len(model.onnx_sha256) == 64
 
 
 def _read(shared_data, name):
@@ -42,7 +50,6 @@ def _mirrored(img: sitk.Image) -> sitk.Image:
     return out
 
 
-@needs_export
 def test_onnx_and_torch_runtimes_agree_on_real_cases(shared_data):
     """Shipped model, validation cases as they are and tiled (several overlapping windows),
     with and without TTA: the same labels and probabilities within 1e-3."""
@@ -79,7 +86,9 @@ def test_numpy_sliding_window_matches_monai(shared_data):
     a = sitk.GetArrayFromImage(img)
     a = (a - a.mean()) / a.std()
     patch = (32, 48, 32)
-    for arr in (a[:20, :30, :25], sitk.GetArrayFromImage(_mirrored(sitk.GetImageFromArray(a)))):
+    tiled = sitk.GetArrayFromImage(_mirrored(sitk.GetImageFromArray(a)))
+    # smaller than the patch; larger along every axis; mixed (smaller, equal, one voxel more)
+    for arr in (a[:20, :30, :25], tiled, tiled[:20, :48, :33]):
         x = np.ascontiguousarray(arr[None], dtype=np.float32)
         with torch.inference_mode():
             ref = sliding_window_inference(torch.from_numpy(x[None]), patch, 2, net, overlap=0.25, mode="gaussian", padding_mode="constant")[0].numpy()
@@ -89,22 +98,30 @@ def test_numpy_sliding_window_matches_monai(shared_data):
 
 
 def test_tampered_onnx_export_is_refused(tmp_path):
-    if not (SHIPPED / "model.onnx").exists():
-        pytest.skip("the shipped model has no ONNX export in this checkout")
     bad = tmp_path / "tampered"
     shutil.copytree(SHIPPED, bad)
     data = bytearray((bad / "model.onnx").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (bad / "model.onnx").write_bytes(bytes(data))
-    with pytest.raises(InputError, match="does not match its recorded SHA-256"):
+    with pytest.raises(InputError, match="SHA-256 of the ONNX export .* does not match the recorded one.*export-onnx"):
         load_onnx_model(bad)
     # auto does not fall back silently past a damaged file: the run stops with the same error
     img = sitk.Image([30, 40, 30], sitk.sitkFloat32)
-    with pytest.raises(InputError, match="does not match its recorded SHA-256"):
+    with pytest.raises(InputError, match="SHA-256 of the ONNX export"):
         segment_with_model([img], bad, device="cpu", runtime="auto")
 
 
-@needs_export
+def test_onnx_export_is_not_run_when_the_weights_were_replaced(tmp_path):
+    """The export stands for the recorded weights: a swapped weights file stops the ONNX run too."""
+    bad = tmp_path / "swapped"
+    shutil.copytree(SHIPPED, bad)
+    data = bytearray((bad / "model.safetensors").read_bytes())
+    data[-5] ^= 0xFF
+    (bad / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(InputError, match="SHA-256 of the weights"):
+        load_onnx_model(bad)
+
+
 def test_export_of_other_weights_is_never_run(tmp_path):
     stale = tmp_path / "stale"
     shutil.copytree(SHIPPED, stale)
@@ -119,12 +136,19 @@ def test_export_of_other_weights_is_never_run(tmp_path):
         assert choose_runtime(stale, "auto", "cpu", 0)[0] == "torch"
 
 
-@needs_export
 def test_runtime_choice():
-    assert choose_runtime(SHIPPED, "auto", "cpu", 0)[0] == "onnx"
+    everything = lambda m: True  # noqa: E731
+    no_gpu, gpu = (lambda: False), (lambda: True)
+    assert choose_runtime(SHIPPED, "auto", "cpu", 0, installed=everything, gpu_usable=gpu)[0] == "onnx"
+    assert choose_runtime(SHIPPED, "auto", "auto", 0, installed=everything, gpu_usable=no_gpu)[0] == "onnx"
+    # a GPU torch can use takes the run, but only with the whole torch stack installed
+    assert choose_runtime(SHIPPED, "auto", "auto", 0, installed=everything, gpu_usable=gpu)[0] == "torch"
+    assert choose_runtime(SHIPPED, "auto", "auto", 0, installed=lambda m: m != "monai", gpu_usable=gpu)[0] == "onnx"
     assert choose_runtime(SHIPPED, "torch", "cpu", 0)[0] == "torch"
-    if __import__("importlib").util.find_spec("torch") is not None:
-        assert choose_runtime(SHIPPED, "auto", "cpu", 3) == ("torch", "Monte-Carlo dropout needs the torch runtime")
+    assert choose_runtime(SHIPPED, "auto", "cpu", 3, installed=everything) == ("torch", "Monte-Carlo dropout needs the torch runtime")
+    assert choose_runtime(SHIPPED, "auto", "cpu", 0, installed=lambda m: m != "onnxruntime")[0] == "torch"
+    with pytest.raises(MissingDependencyError, match=r"medsegai\[onnx\]"):
+        choose_runtime(SHIPPED, "auto", "cpu", 0, installed=lambda m: False)
     with pytest.raises(InputError, match="Monte-Carlo dropout needs the torch runtime"):
         choose_runtime(SHIPPED, "onnx", "cpu", 3)
     with pytest.raises(InputError, match="runs on the CPU, --device cuda"):
@@ -133,7 +157,42 @@ def test_runtime_choice():
         choose_runtime(SHIPPED, "tensorrt", "cpu", 0)
 
 
-@needs_export
+def test_training_exports_and_new_weights_retire_the_export(shared_data, tmp_path):
+    """A tiny real training writes a checked export that runs like torch; saving other weights
+    into the folder removes it, and the run goes back to torch."""
+    pytest.importorskip("torch")
+    from MedSegAILib.methods.deep.model_store import load_model, read_card, save_model
+    from MedSegAILib.methods.deep.plan import Plan
+    from MedSegAILib.methods.deep.train import TrainOptions, train
+
+    data = tmp_path / "data"
+    for sub in ("imagesTr", "labelsTr"):
+        (data / sub).mkdir(parents=True)
+        for f in sorted((shared_data / "hippocampus" / sub).glob("*.nii.gz"))[:6]:
+            shutil.copy(f, data / sub / f.name)
+    (data / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "Anterior", "2": "Posterior"}}))
+    out = tmp_path / "model"
+    card = train(data, out, TrainOptions(features=[8, 16], epochs=1, batch_size=2, val_cases=2, augment=0.0, threads=2, seed=1), log=lambda m: None)
+    entry = card["onnx"]
+    assert entry["weights_sha256"] == card["sha256"] and entry["max_relative_logit_difference"] < 1e-3
+    assert (out / "model.sha256").read_text().count("\n") == 2
+    img, _ = _read(shared_data, "hippocampus_001")
+    a = segment_with_model([img], out, device="cpu")
+    b = segment_with_model([img], out, device="cpu", runtime="torch")
+    assert (a.extra["runtime"], b.extra["runtime"]) == ("onnxruntime", "torch")
+    assert np.abs(sitk.GetArrayViewFromImage(a.probabilities) - sitk.GetArrayViewFromImage(b.probabilities)).max() < 1e-3
+    # --no-onnx: no export, and the run uses torch
+    bare = tmp_path / "bare"
+    train(data, bare, TrainOptions(features=[8, 16], epochs=1, batch_size=2, val_cases=2, augment=0.0, threads=2, seed=1, onnx_export=False), log=lambda m: None)
+    assert not (bare / "model.onnx").exists() and "onnx" not in read_card(bare)
+    assert segment_with_model([img], bare, device="cpu").extra["runtime"] == "torch"
+    # new weights saved into the exported folder: the export is gone, not left stale
+    model = load_model(out)
+    save_model(out, model.network.state_dict(), Plan.from_dict(card["plan"]), {"name": "again"})
+    assert not (out / "model.onnx").exists() and "onnx" not in read_card(out)
+    assert choose_runtime(out, "auto", "cpu", 0)[0] == "torch"
+
+
 def test_deep_method_runs_from_the_cli_without_torch(shared_data, tmp_path):
     """A fresh process in which torch and MONAI cannot be imported segments a validation case
     with the shipped model, writes every output, and matches the reference."""

@@ -331,19 +331,23 @@ def test_deep_run_of_a_model_with_an_onnx_export_needs_only_onnxruntime(tmp_path
     from MedSegAILib.resources import models_dir
     from MedSegAILib.slicer_bridge import module_logic as ml
 
-    if not (models_dir() / "hippocampus" / "model.onnx").exists():
-        pytest.skip("the shipped model has no ONNX export in this checkout")
     modules = lambda **kw: [r.module for r in ml.requirements_for("deep", "deep", **kw)]  # noqa: E731
     assert modules(model="hippocampus") == ["onnxruntime"]
     assert modules(model="hippocampus", device="cpu", parameters={"tta": False}) == ["onnxruntime"]
     assert modules(model="hippocampus", parameters={"mc_samples": 4}) == ["torch", "monai", "safetensors"]
     assert modules(model="hippocampus", parameters={"runtime": "torch"}) == ["torch", "monai", "safetensors"]
     assert modules(model="hippocampus", device="cuda") == ["torch", "monai", "safetensors"]
-    assert modules(model="no-such-model") == ["torch", "monai", "safetensors"]
     stale = tmp_path / "stale"
     shutil.copytree(models_dir() / "hippocampus", stale)
     (stale / "model.json").write_text((stale / "model.json").read_text().replace('"weights_sha256": "', '"weights_sha256": "0'))
     assert modules(model=str(stale)) == ["torch", "monai", "safetensors"]
+    # runs that cannot work are refused before anything is installed
+    from MedSegAILib.core.errors import InputError
+
+    with pytest.raises(InputError, match="no model folder or shipped model"):
+        modules(model="no-such-model")
+    with pytest.raises(InputError, match="runtime=onnx cannot be used: the model's ONNX export was made from other weights"):
+        modules(model=str(stale), parameters={"runtime": "onnx"})
     assert ml.install_plan(ml.missing_requirements("deep", "deep", model="hippocampus", is_installed=lambda m: False)) == {"pip": ["onnxruntime>=1.17"]}
 
 

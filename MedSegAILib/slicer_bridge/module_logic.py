@@ -101,18 +101,17 @@ def requirements_for(
 
 
 def _runs_on_onnx(model: Optional[str], parameters: Dict[str, Any], device: str) -> bool:
-    """Whether a deep run of ``model`` can go to ONNX Runtime (see ``onnx_runtime.choose_runtime``)."""
-    if not model or parameters.get("runtime", "auto") == "torch" or parameters.get("mc_samples", 0) or device not in ("auto", "cpu"):
+    """Whether a deep run of ``model`` would go to ONNX Runtime once onnxruntime is installed:
+    the run's own rule (``onnx_runtime.choose_runtime``) with onnxruntime counted as present.
+    A run that cannot work at all (unknown model, runtime=onnx without an export) raises
+    InputError here, before anything is installed."""
+    if not model:
         return False
-    from ..core.errors import InputError
-    from ..methods.deep.model_store import read_card, resolve_model_dir
-    from ..methods.deep.onnx_runtime import export_status
+    from ..methods.deep.onnx_runtime import choose_runtime
 
-    try:
-        folder = resolve_model_dir(model)
-        return export_status(folder, read_card(folder)) == "ready"
-    except InputError:
-        return False
+    present = lambda module: module == "onnxruntime" or importlib.util.find_spec(module) is not None  # noqa: E731
+    engine, _ = choose_runtime(model, str(parameters.get("runtime", "auto")), device, int(parameters.get("mc_samples", 0) or 0), installed=present)
+    return engine == "onnx"
 
 
 def missing_requirements(

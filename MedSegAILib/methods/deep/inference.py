@@ -75,13 +75,20 @@ def average_passes(logit_passes: Iterable[np.ndarray], n_passes: int, progress: 
     """
     mean = None
     mean_h = None
-    for i, logits in enumerate(logit_passes):
-        p = softmax(logits, axis=0)
-        h = normalized_entropy(p, axis=0)
-        mean = p if mean is None else mean + p
-        mean_h = h if mean_h is None else mean_h + h
-        if progress is not None:
-            progress.update((i + 1) / n_passes, f"pass {i + 1}/{n_passes}")
+    passes = iter(logit_passes)
+    try:
+        for i, logits in enumerate(passes):
+            p = softmax(logits, axis=0)
+            h = normalized_entropy(p, axis=0)
+            mean = p if mean is None else mean + p
+            mean_h = h if mean_h is None else mean_h + h
+            if progress is not None:
+                progress.update((i + 1) / n_passes, f"pass {i + 1}/{n_passes}")
+    finally:
+        # A cancel raised by progress.update closes a generator now, so that its own clean-up
+        # (torch's inference mode, dropout switched back off) runs before the error travels on.
+        if hasattr(passes, "close"):
+            passes.close()
     mean /= n_passes
     mean_h /= n_passes
     mi = np.clip(normalized_entropy(mean, axis=0) - mean_h, 0.0, 1.0)
@@ -182,8 +189,11 @@ def segment_with_model(
         raise InputError(f"uncertainty must be 'entropy' or 'mutual_information', got '{uncertainty}'")
     if isinstance(model, OnnxModel):
         engine, why = "onnx", "model loaded in ONNX Runtime"
-        if mc_samples:
-            raise InputError("Monte-Carlo dropout needs the torch runtime; the model given is an ONNX Runtime session")
+        if mc_samples or runtime == "torch" or device not in ("auto", "cpu"):
+            raise InputError(
+                "the model given is an ONNX Runtime session (CPU, no Monte-Carlo dropout); pass the model's "
+                "name or folder, or load it with load_model, to run with torch"
+            )
     else:
         engine, why = choose_runtime(model, runtime, device, mc_samples)
     if engine == "onnx":
@@ -196,7 +206,7 @@ def segment_with_model(
             import monai  # noqa: F401
             import torch
         except ImportError as exc:
-            raise MissingDependencyError(exc.name or "torch", "deep", "the torch runtime of the deep method") from exc
+            raise MissingDependencyError(exc.name or "torch", "deep", f"the torch runtime of the deep method (chosen because {why})") from exc
         from .model_store import LoadedModel, load_model
 
         dev = resolve_device(device)

@@ -111,6 +111,36 @@ class VerifiedWeights:
     folder: Path
 
 
+def recorded_checksums(folder: Path) -> Dict[str, str]:
+    """{file name: SHA-256} from ``model.sha256`` (``<digest>  <file>`` lines)."""
+    path = Path(folder) / CHECKSUM
+    out = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                out[parts[1]] = parts[0]
+    return out
+
+
+def verify_file(folder: Path, name: str, card_digest: Optional[str], what: str, remedy: str = "") -> str:
+    """SHA-256 of ``folder/name`` once it equals the card's digest and the ``model.sha256``
+    line (when listed); raises InputError naming the file otherwise. Imports nothing heavy."""
+    path = Path(folder) / name
+    digest = sha256_file(path)
+    recorded = {card_digest}
+    listed = recorded_checksums(folder).get(name)
+    if listed:
+        recorded.add(listed)
+    if recorded != {digest}:
+        raise InputError(
+            f"the SHA-256 of {what} '{path}' does not match the recorded one "
+            f"(file {digest[:12]}..., recorded {', '.join(sorted(r[:12] + '...' for r in recorded if r))}); "
+            f"the file was changed or damaged, refusing to load it{remedy}"
+        )
+    return digest
+
+
 def read_verified_weights(model: Union[str, Path]) -> VerifiedWeights:
     """Read a model's weights (safetensors, no pickle) once their SHA-256 matches the card and
     ``model.sha256``; raises InputError on a mismatch. Builds no network."""
@@ -118,16 +148,7 @@ def read_verified_weights(model: Union[str, Path]) -> VerifiedWeights:
 
     folder = resolve_model_dir(model)
     card = read_card(folder)
-    digest = sha256_file(folder / WEIGHTS)
-    recorded = {card.get("sha256")}
-    if (folder / CHECKSUM).exists():
-        recorded.add((folder / CHECKSUM).read_text().split()[0])
-    if recorded != {digest}:
-        raise InputError(
-            f"the weights in '{folder / WEIGHTS}' do not match their recorded SHA-256 "
-            f"(file {digest[:12]}..., recorded {', '.join(sorted(r[:12] + '...' for r in recorded if r))}); "
-            "the file was changed or damaged, refusing to load it"
-        )
+    digest = verify_file(folder, WEIGHTS, card.get("sha256"), "the weights")
     state = safetensors.torch.load_file(str(folder / WEIGHTS), device="cpu")
     return VerifiedWeights(state, Plan.from_dict(card["plan"]), card, digest, folder)
 

@@ -43,6 +43,25 @@ def _quiet_exporter():
         logger.setLevel(level)
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    part = path.with_name(path.name + ".partial")
+    part.write_text(text)
+    os.replace(part, path)
+
+
+def _install_export(folder: Path, onnx_tmp: Path, entry: Dict, weights_sha256: str) -> None:
+    """Move a checked export into place so that an interruption at any point leaves a folder
+    that runs: first the card forgets any earlier export (runs go to torch), then the file and
+    ``model.sha256`` are replaced, and only then does the card name the new export."""
+    card = json.loads((folder / CARD).read_text())
+    if card.pop("onnx", None) is not None:
+        _write_atomic(folder / CARD, json.dumps(card, indent=2))
+    os.replace(onnx_tmp, folder / ONNX_FILE)
+    _write_atomic(folder / CHECKSUM, f"{weights_sha256}  {WEIGHTS}\n{entry['sha256']}  {ONNX_FILE}\n")
+    card["onnx"] = entry
+    _write_atomic(folder / CARD, json.dumps(card, indent=2))
+
+
 def export_onnx(model: Union[str, Path], *, tolerance: float = 1e-3, seed: int = 0) -> Dict:
     """Write ``model.onnx`` beside a model's weights and record it; returns the card's entry.
 
@@ -93,22 +112,18 @@ def export_onnx(model: Union[str, Path], *, tolerance: float = 1e-3, seed: int =
             worst = max(worst, float(np.abs(got - ref).max() / max(1.0, float(np.abs(ref).max()))))
         if worst > tolerance:
             raise InputError(f"ONNX Runtime differs from torch by {worst:.2e} (relative) on random patches, above {tolerance:.0e}; export refused")
-        os.replace(tmp, folder / ONNX_FILE)
+        entry = {
+            "file": ONNX_FILE,
+            "sha256": sha256_file(tmp),
+            "weights_sha256": loaded.sha256,
+            "opset": OPSET,
+            "input": {"name": "image", "shape": ["batch", *shape]},
+            "exporter": f"torch.onnx (dynamo) {torch.__version__}",
+            "checked_with": f"onnxruntime {onnxruntime.__version__}",
+            "max_relative_logit_difference": worst,
+        }
+        _install_export(folder, tmp, entry, loaded.sha256)
     finally:
         if tmp.exists():
             tmp.unlink()
-    entry = {
-        "file": ONNX_FILE,
-        "sha256": sha256_file(folder / ONNX_FILE),
-        "weights_sha256": loaded.sha256,
-        "opset": OPSET,
-        "input": {"name": "image", "shape": ["batch", *shape]},
-        "exporter": f"torch.onnx (dynamo) {torch.__version__}",
-        "checked_with": f"onnxruntime {onnxruntime.__version__}",
-        "max_relative_logit_difference": worst,
-    }
-    card = json.loads((folder / CARD).read_text())
-    card["onnx"] = entry
-    (folder / CARD).write_text(json.dumps(card, indent=2))
-    (folder / CHECKSUM).write_text(f"{loaded.sha256}  {WEIGHTS}\n{entry['sha256']}  {ONNX_FILE}\n")
     return entry

@@ -19,13 +19,13 @@ import platform
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ...core.errors import InputError, MissingDependencyError
 from ...core.progress import Progress
-from .model_store import CHECKSUM, ONNX_FILE, WEIGHTS, read_card, resolve_model_dir, sha256_file
+from .model_store import ONNX_FILE, WEIGHTS, read_card, resolve_model_dir, verify_file
 from .plan import Plan
 from .sliding_window import sliding_window_logits
 
@@ -54,18 +54,6 @@ def export_status(folder: Path, card: dict) -> str:
     return "ready"
 
 
-def recorded_checksums(folder: Path) -> dict:
-    """{file name: SHA-256} from ``model.sha256`` (``<digest>  <file>`` lines)."""
-    path = Path(folder) / CHECKSUM
-    out = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 2:
-                out[parts[1]] = parts[0]
-    return out
-
-
 def load_onnx_model(model: Union[str, Path], threads: Optional[int] = None) -> OnnxModel:
     """Verify a model's ONNX export and open an ONNX Runtime session on the CPU.
 
@@ -86,18 +74,12 @@ def load_onnx_model(model: Union[str, Path], threads: Optional[int] = None) -> O
             f"the ONNX export in '{folder}' was made from other weights than {WEIGHTS}; "
             f"export it again with: medsegai export-onnx {folder}"
         )
+    # The export stands for the weights: both files must be the recorded ones.
+    remedy = f"; export it again with: medsegai export-onnx {folder}, or run with --param runtime=torch"
+    verify_file(folder, WEIGHTS, card.get("sha256"), "the weights", "; the model cannot be trusted")
     entry = card["onnx"]
     path = folder / entry.get("file", ONNX_FILE)
-    digest = sha256_file(path)
-    recorded = {entry.get("sha256")}
-    listed = recorded_checksums(folder).get(path.name)
-    if listed:
-        recorded.add(listed)
-    if recorded != {digest}:
-        raise InputError(
-            f"'{path}' does not match its recorded SHA-256 (file {digest[:12]}..., recorded "
-            f"{', '.join(sorted(r[:12] + '...' for r in recorded if r))}); the file was changed or damaged, refusing to load it"
-        )
+    digest = verify_file(folder, path.name, entry.get("sha256"), "the ONNX export", remedy)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = int(threads or os.cpu_count() or 1)
     options.inter_op_num_threads = 1
@@ -105,37 +87,62 @@ def load_onnx_model(model: Union[str, Path], threads: Optional[int] = None) -> O
     return OnnxModel(session, Plan.from_dict(card["plan"]), card, card["sha256"], digest, folder)
 
 
-def gpu_visible() -> bool:
-    """Whether a GPU torch could use is visible, judged without importing torch."""
+TORCH_STACK = ("torch", "monai", "safetensors")
+
+
+def _find(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def torch_gpu_usable() -> bool:
+    """Whether torch, if installed, could use a GPU here, judged without importing it: Apple
+    silicon (MPS), or an NVIDIA device with a CUDA build of torch (``libtorch_cuda``)."""
     if platform.system() == "Darwin":
         return platform.machine() == "arm64"
-    return bool(glob.glob("/dev/nvidia[0-9]*")) or shutil.which("nvidia-smi") is not None
+    if not (glob.glob("/dev/nvidia[0-9]*") or shutil.which("nvidia-smi")):
+        return False
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    lib = Path(list(spec.submodule_search_locations)[0]) / "lib"
+    return bool(glob.glob(str(lib / "*torch_cuda*")))
 
 
-def choose_runtime(model: Union[str, Path, object], runtime: str, device: str, mc_samples: int) -> Tuple[str, str]:
-    """("onnx" or "torch", the reason in words).
+def choose_runtime(
+    model: Union[str, Path, object],
+    runtime: str,
+    device: str,
+    mc_samples: int,
+    *,
+    installed: Callable[[str], bool] = _find,
+    gpu_usable: Callable[[], bool] = torch_gpu_usable,
+) -> Tuple[str, str]:
+    """("onnx" or "torch", the reason in words). The one rule, used by the run and by the
+    Slicer module's install question (which passes ``installed`` with onnxruntime counted in).
 
     ``auto`` takes ONNX Runtime when the model has a current export, onnxruntime is installed,
-    no Monte-Carlo dropout is asked for and the run is on the CPU (``--device cpu``, or ``auto``
-    with no GPU visible or torch not installed); otherwise torch. An explicit ``onnx`` that
-    cannot be honoured is an error naming why.
+    no Monte-Carlo dropout is asked for and the run is on the CPU: ``--device cpu``, or
+    ``auto`` unless torch, MONAI and safetensors are all installed and torch could use a GPU.
+    Otherwise torch. An explicit ``onnx`` that cannot be honoured is an error naming why.
     """
     if runtime not in RUNTIMES:
         raise InputError(f"runtime must be one of {', '.join(RUNTIMES)}; got '{runtime}'")
     if runtime == "torch":
-        return "torch", "asked for"
+        return "torch", "runtime=torch was asked for"
     if not isinstance(model, (str, Path)):
         if runtime == "auto":
             return "torch", "model already loaded in torch"
         model = model.folder
     folder = resolve_model_dir(model)
     status = export_status(folder, read_card(folder))
-    has_ort = importlib.util.find_spec("onnxruntime") is not None
-    has_torch = importlib.util.find_spec("torch") is not None
     blockers = []
     if status != "ready":
-        blockers.append("the model has no ONNX export" if status == "none" else "the model's ONNX export was made from other weights")
-    if not has_ort:
+        blockers.append(
+            f"the model has no ONNX export (create one with: medsegai export-onnx {folder})"
+            if status == "none"
+            else f"the model's ONNX export was made from other weights (export it again with: medsegai export-onnx {folder})"
+        )
+    if not installed("onnxruntime"):
         blockers.append("onnxruntime is not installed")
     if mc_samples:
         blockers.append("Monte-Carlo dropout needs the torch runtime")
@@ -144,13 +151,13 @@ def choose_runtime(model: Union[str, Path, object], runtime: str, device: str, m
     if runtime == "onnx":
         if blockers:
             raise InputError("runtime=onnx cannot be used: " + "; ".join(blockers))
-        return "onnx", "asked for"
+        return "onnx", "runtime=onnx was asked for"
     if blockers:
-        if not has_torch:
-            raise MissingDependencyError("torch", "deep", "the deep method (" + "; ".join(blockers) + ")")
+        if blockers == ["onnxruntime is not installed"] and not installed("torch"):
+            raise MissingDependencyError("onnxruntime", "onnx", "the deep method (this model runs with ONNX Runtime on the CPU)")
         return "torch", blockers[0]
-    if device == "auto" and has_torch and gpu_visible():
-        return "torch", "a GPU is visible"
+    if device == "auto" and all(installed(m) for m in TORCH_STACK) and gpu_usable():
+        return "torch", "torch can use a GPU here"
     return "onnx", "CPU run with a current ONNX export"
 
 
