@@ -35,10 +35,12 @@ import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from MedSegAILib.measure.metrics import evaluate_labelmaps  # noqa: E402
 from MedSegAILib.methods.deep.inference import segment_with_model  # noqa: E402
 from MedSegAILib.methods.deep.model_store import load_model  # noqa: E402
+from MedSegAILib.methods.deep.onnx_runtime import export_status, load_onnx_model  # noqa: E402
 from MedSegAILib.uncertainty.calibration import error_detection_auroc, expected_calibration_error, structure_region  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "hippocampus"
@@ -56,9 +58,13 @@ def main(argv=None) -> int:
     ap.add_argument("--history", default=None, help="training history for the equal-CPU comparison (default: deep_equal_cpu_history.json in docs/benchmarks when present, else the model folder's training_history.json)")
     ap.add_argument("--json", default=str(DOCS / "deep.json"), help="where to write the figures")
     ap.add_argument("--no-docs", action="store_true", help="write only --json; leave deep.md and deep_equal_cpu.png as they are")
+    ap.add_argument("--repeats", type=int, default=3, help="fresh one-case processes per runtime; the median is reported (default 3)")
+    ap.add_argument("--peer-timing", action="store_true", help="also time nnUNetv2_predict in this run (needs .venv-peers/nnunet and the checkpoint of nnunet_peer.py)")
+    ap.add_argument("--peer-trainer", default="nnUNetTrainer_1epoch", help="the nnU-Net trainer whose checkpoint --peer-timing uses")
     args = ap.parse_args(argv)
 
     model = load_model(args.model, "cpu")
+    onnx_model = load_onnx_model(args.model) if export_status(model.folder, model.card) == "ready" else None
     card = model.card
     cases = card["training"]["validation_cases"][: args.cases]
     rows = []
@@ -66,6 +72,11 @@ def main(argv=None) -> int:
         img, ref = read_case(name)
         r = sitk.GetArrayFromImage(ref)
         row = {"case": name}
+        if onnx_model is not None:
+            t0 = time.perf_counter()
+            out = segment_with_model([img], onnx_model, tta=True)
+            row["seconds_tta_onnx"] = time.perf_counter() - t0
+            row["dice1_tta_onnx"], row["dice2_tta_onnx"] = class_dice(out.labels, ref)
         for tag, tta in (("tta", True), ("plain", False)):
             t0 = time.perf_counter()
             out = segment_with_model([img], model, device="cpu", tta=tta)
@@ -88,24 +99,7 @@ def main(argv=None) -> int:
         img, ref = read_case(name)
         train_rows.append(class_dice(segment_with_model([img], model, device="cpu", tta=False).labels, ref))
 
-    # A fresh process, as a user runs it: start-up, model load and inference of one case.
-    with tempfile.TemporaryDirectory() as tmp:
-        case = DATA / "imagesTr" / f"{cases[0]}.nii.gz"
-        t0 = time.perf_counter()
-        subprocess.run(
-            [str(REPO / ".venv" / "bin" / "medsegai"), "segment", str(case), "--method", "deep", "--model", args.model, "-o", tmp + "/o", "-q", "--no-radiomics"],
-            check=True,
-            capture_output=True,
-        )
-        cli_seconds = time.perf_counter() - t0
-        # One process for every case: start-up paid once, all outputs written per case.
-        t0 = time.perf_counter()
-        subprocess.run(
-            [str(REPO / ".venv" / "bin" / "medsegai"), "segment", *[str(DATA / "imagesTr" / f"{c}.nii.gz") for c in cases], "--method", "deep", "--model", args.model, "-o", tmp + "/batch", "-q"],
-            check=True,
-            capture_output=True,
-        )
-        batch_seconds = time.perf_counter() - t0
+    timing = process_timings(args.model, cases, repeats=args.repeats, peer_trainer=args.peer_trainer if args.peer_timing else None)
 
     def mean(key):
         return float(np.nanmean([r[key] for r in rows]))
@@ -125,8 +119,15 @@ def main(argv=None) -> int:
         "auroc_uncertainty_errors": mean("auroc_region"),
         "seconds_per_case_tta": mean("seconds_tta"),
         "seconds_per_case_plain": mean("seconds_plain"),
-        "seconds_cli_one_case_with_startup": cli_seconds,
-        "seconds_per_case_cli_batch_with_startup": batch_seconds / len(cases),
+        "onnx": None if onnx_model is None else {
+            "sha256": onnx_model.onnx_sha256,
+            "seconds_per_case_tta": mean("seconds_tta_onnx"),
+            "dice_tta": {"1": mean("dice1_tta_onnx"), "2": mean("dice2_tta_onnx"), "mean": (mean("dice1_tta_onnx") + mean("dice2_tta_onnx")) / 2},
+            "largest_case_dice_difference_to_torch": max(max(abs(r["dice1_tta_onnx"] - r["dice1_tta"]), abs(r["dice2_tta_onnx"] - r["dice2_tta"])) for r in rows),
+        },
+        "process_timings": timing,
+        "seconds_cli_one_case_with_startup": timing["medsegai"]["auto"]["one_case_s"],
+        "seconds_per_case_cli_batch_with_startup": timing["medsegai"]["auto"]["batch_per_case_s"],
         "cli_batch_cases": len(cases),
         "per_case": rows,
     }
@@ -155,9 +156,14 @@ def main(argv=None) -> int:
         f"| ECE within 3 voxels of the structures | {result['ece_region']:.4f} | |",
         f"| ECE over all voxels | {result['ece_all_voxels']:.4f} | |",
         f"| AUROC of uncertainty for errors | {result['auroc_uncertainty_errors']:.4f} | |",
-        f"| fresh `medsegai segment` process, one case, start-up included | {cli_seconds:.2f} s | |",
-        f"| one `medsegai segment` process on {len(cases)} cases, start-up and all outputs included, per case | {result['seconds_per_case_cli_batch_with_startup']:.2f} s | |",
     ]
+    if result["onnx"]:
+        o = result["onnx"]
+        lines += [
+            f"| mean Dice, ONNX Runtime (largest per-case difference to torch) | {o['dice_tta']['mean']:.4f} ({o['largest_case_dice_difference_to_torch']:.1e}) | |",
+            f"| seconds per case in process, ONNX Runtime | {o['seconds_per_case_tta']:.3f} | |",
+        ]
+    lines += ["", timing_table(timing, len(cases))]
     eq = result.get("equal_cpu")
     if eq:
         lines += [
@@ -174,6 +180,68 @@ def main(argv=None) -> int:
     if not args.no_docs:
         write_measured_block(DOCS / "deep.md", table)
     return 0
+
+
+def _seconds(command: list) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def process_timings(model: str, cases: list, *, repeats: int = 3, peer_trainer=None) -> dict:
+    """Wall seconds of fresh processes, start-up included, as a user runs them.
+
+    For each MedSegAI runtime (``auto``, which takes ONNX Runtime for a model with an export,
+    and ``torch``): the median of ``repeats`` one-case ``medsegai segment`` processes (every
+    output but radiomics), and one process on all ``cases`` (every output) per case. With
+    ``peer_trainer``, ``nnUNetv2_predict`` (its own venv, no TTA) on one case and on all cases,
+    in the same run.
+    """
+    exe = str(REPO / ".venv" / "bin" / "medsegai")
+    inputs = [str(DATA / "imagesTr" / f"{c}.nii.gz") for c in cases]
+    out = {"medsegai": {}, "repeats": repeats}
+    with tempfile.TemporaryDirectory() as tmp:
+        for runtime in ("auto", "torch"):
+            base = [exe, "segment", "--method", "deep", "--model", model, "--param", f"runtime={runtime}", "-q", "--overwrite"]
+            one = [_seconds(base + [inputs[0], "-o", f"{tmp}/{runtime}_one", "--no-radiomics"]) for _ in range(repeats)]
+            batch = _seconds(base + inputs + ["-o", f"{tmp}/{runtime}_batch"])
+            prov = json.loads((Path(tmp) / f"{runtime}_one" / "provenance.json").read_text())
+            out["medsegai"][runtime] = {
+                "ran_on": prov["extra"]["runtime"],
+                "one_case_s": float(np.median(one)),
+                "one_case_runs_s": one,
+                "batch_per_case_s": batch / len(cases),
+            }
+    if peer_trainer:
+        import nnunet_peer
+
+        one = nnunet_peer.predict(peer_trainer, cases[:1], tag="timing_one")
+        batch = nnunet_peer.predict(peer_trainer, cases, tag="timing_batch")
+        if one.get("checkpoint") and batch.get("checkpoint"):
+            out["nnunet"] = {
+                "trainer": peer_trainer,
+                "one_case_s": one["predict_seconds_per_case"],
+                "batch_per_case_s": batch["predict_seconds_per_case"],
+                "dice_mean": batch["dice_mean"],
+            }
+    return out
+
+
+def timing_table(timing: dict, n: int) -> str:
+    """Markdown table of :func:`process_timings`, with ratios to nnU-Net when it was timed."""
+    nn = timing.get("nnunet")
+    rows = [
+        f"| fresh process, start-up included (same run) | one case (median of {timing['repeats']}) | {n} cases in one process, per case |",
+        "| --- | --- | --- |",
+    ]
+    for runtime, label in (("auto", "`medsegai segment`, default runtime"), ("torch", "`medsegai segment --param runtime=torch`")):
+        t = timing["medsegai"][runtime]
+        rows.append(f"| {label} ({t['ran_on']}, TTA 4 flips, all outputs) | {t['one_case_s']:.2f} s | {t['batch_per_case_s']:.2f} s |")
+    if nn:
+        rows.append(f"| `nnUNetv2_predict` ({nn['trainer']}, no TTA, labels only) | {nn['one_case_s']:.2f} s | {nn['batch_per_case_s']:.2f} s |")
+        t = timing["medsegai"]["auto"]
+        rows.append(f"| time ratio MedSegAI default / nnU-Net (below 1: faster) | {t['one_case_s'] / nn['one_case_s']:.2f} | {t['batch_per_case_s'] / nn['batch_per_case_s']:.2f} |")
+    return "\n".join(rows)
 
 
 def read_case(name: str) -> tuple:

@@ -179,15 +179,18 @@ def start_medsegai(model_dir: str, budget_min: float, threads: int, clock: str) 
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
 
 
-def predict(trainer: str) -> dict:
-    _, val = split()
+def predict(trainer: str, cases=None, tag: str = "val") -> dict:
+    """Time ``nnUNetv2_predict`` (one process, no TTA) on ``cases`` (default: the 40 validation
+    cases) and score it; inputs and outputs go to ``work/nnunet/<tag>_in`` and ``<tag>_out``."""
+    val = list(cases) if cases is not None else split()[1]
     fold = WORK / "results" / DATASET / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
     ckpt = next((c for c in ("checkpoint_final.pth", "checkpoint_best.pth", "checkpoint_latest.pth") if (fold / c).exists()), None)
     if ckpt is None:
         return {"checkpoint": None, "note": "no checkpoint was written within the budget"}
-    inp, out = WORK / "val_in", WORK / "val_out"
+    inp, out = WORK / f"{tag}_in", WORK / f"{tag}_out"
     shutil.rmtree(out, ignore_errors=True)
-    inp.mkdir(exist_ok=True)
+    shutil.rmtree(inp, ignore_errors=True)
+    inp.mkdir(parents=True)
     for n in val:
         shutil.copy(DATA / "imagesTr" / f"{n}.nii.gz", inp / f"{n}_0000.nii.gz")
     t0 = time.perf_counter()
