@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -26,3 +27,19 @@ def hippocampus_case(shared_data):
         shared_data / "hippocampus" / "imagesTr" / "hippocampus_001.nii.gz",
         shared_data / "hippocampus" / "labelsTr" / "hippocampus_001.nii.gz",
     )
+
+
+@pytest.fixture
+def damaged_model_copy(tmp_path):
+    """A function (model folder, file name, byte index) -> a copy of the folder in which that
+    byte of that file is flipped: what a tampered or damaged download looks like."""
+
+    def make(source: Path, name: str, index: int) -> Path:
+        copy = tmp_path / f"damaged_{name}"
+        shutil.copytree(source, copy)
+        data = bytearray((copy / name).read_bytes())
+        data[index] ^= 0xFF
+        (copy / name).write_bytes(bytes(data))
+        return copy
+
+    return make

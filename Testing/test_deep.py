@@ -185,13 +185,9 @@ def test_sdf_head_trains_and_its_model_segments(tiny_dataset, hippocampus_case, 
     assert res.labels.GetSize() == img.GetSize()
 
 
-def test_tampered_weights_are_refused(tiny_model, tmp_path):
+def test_tampered_weights_are_refused(tiny_model, damaged_model_copy):
     out, _ = tiny_model
-    bad = tmp_path / "tampered"
-    shutil.copytree(out, bad)
-    data = bytearray((bad / "model.safetensors").read_bytes())
-    data[-5] ^= 0xFF
-    (bad / "model.safetensors").write_bytes(bytes(data))
+    bad = damaged_model_copy(out, "model.safetensors", -5)
     with pytest.raises(InputError, match="SHA-256 of the weights .* does not match the recorded one"):
         load_model(bad)
 

@@ -97,12 +97,8 @@ def test_numpy_sliding_window_matches_monai(shared_data):
         assert np.abs(ours - ref).max() < 1e-4 * max(1.0, float(np.abs(ref).max()))
 
 
-def test_tampered_onnx_export_is_refused(tmp_path):
-    bad = tmp_path / "tampered"
-    shutil.copytree(SHIPPED, bad)
-    data = bytearray((bad / "model.onnx").read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    (bad / "model.onnx").write_bytes(bytes(data))
+def test_tampered_onnx_export_is_refused(damaged_model_copy):
+    bad = damaged_model_copy(SHIPPED, "model.onnx", (SHIPPED / "model.onnx").stat().st_size // 2)
     with pytest.raises(InputError, match="SHA-256 of the ONNX export .* does not match the recorded one.*export-onnx"):
         load_onnx_model(bad)
     # auto does not fall back silently past a damaged file: the run stops with the same error
@@ -111,13 +107,9 @@ def test_tampered_onnx_export_is_refused(tmp_path):
         segment_with_model([img], bad, device="cpu", runtime="auto")
 
 
-def test_onnx_export_is_not_run_when_the_weights_were_replaced(tmp_path):
+def test_onnx_export_is_not_run_when_the_weights_were_replaced(damaged_model_copy):
     """The export stands for the recorded weights: a swapped weights file stops the ONNX run too."""
-    bad = tmp_path / "swapped"
-    shutil.copytree(SHIPPED, bad)
-    data = bytearray((bad / "model.safetensors").read_bytes())
-    data[-5] ^= 0xFF
-    (bad / "model.safetensors").write_bytes(bytes(data))
+    bad = damaged_model_copy(SHIPPED, "model.safetensors", -5)
     with pytest.raises(InputError, match="SHA-256 of the weights"):
         load_onnx_model(bad)
 

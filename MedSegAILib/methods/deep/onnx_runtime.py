@@ -54,6 +54,17 @@ def export_status(folder: Path, card: dict) -> str:
     return "ready"
 
 
+def export_problem(folder: Path, card: dict) -> Optional[str]:
+    """What keeps the model's ONNX export from running, with the command that mends it; None
+    when the export is current (its files are checked when it is loaded)."""
+    status = export_status(folder, card)
+    if status == "none":
+        return f"the model has no ONNX export (create one with: medsegai export-onnx {folder})"
+    if status == "stale":
+        return f"the model's ONNX export was made from other weights than {WEIGHTS} (export it again with: medsegai export-onnx {folder})"
+    return None
+
+
 def load_onnx_model(model: Union[str, Path], threads: Optional[int] = None) -> OnnxModel:
     """Verify a model's ONNX export and open an ONNX Runtime session on the CPU.
 
@@ -66,14 +77,9 @@ def load_onnx_model(model: Union[str, Path], threads: Optional[int] = None) -> O
 
     folder = resolve_model_dir(model)
     card = read_card(folder)
-    status = export_status(folder, card)
-    if status == "none":
-        raise InputError(f"the model in '{folder}' has no ONNX export; create one with: medsegai export-onnx {folder}")
-    if status == "stale":
-        raise InputError(
-            f"the ONNX export in '{folder}' was made from other weights than {WEIGHTS}; "
-            f"export it again with: medsegai export-onnx {folder}"
-        )
+    problem = export_problem(folder, card)
+    if problem:
+        raise InputError(problem)
     # The export stands for the weights: both files must be the recorded ones.
     remedy = f"; export it again with: medsegai export-onnx {folder}, or run with --param runtime=torch"
     verify_file(folder, WEIGHTS, card.get("sha256"), "the weights", "; the model cannot be trusted")
@@ -134,14 +140,8 @@ def choose_runtime(
             return "torch", "model already loaded in torch"
         model = model.folder
     folder = resolve_model_dir(model)
-    status = export_status(folder, read_card(folder))
-    blockers = []
-    if status != "ready":
-        blockers.append(
-            f"the model has no ONNX export (create one with: medsegai export-onnx {folder})"
-            if status == "none"
-            else f"the model's ONNX export was made from other weights (export it again with: medsegai export-onnx {folder})"
-        )
+    problem = export_problem(folder, read_card(folder))
+    blockers = [problem] if problem else []
     if not installed("onnxruntime"):
         blockers.append("onnxruntime is not installed")
     if mc_samples:
