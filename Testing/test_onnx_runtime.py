@@ -187,7 +187,8 @@ def test_training_exports_and_new_weights_retire_the_export(shared_data, tmp_pat
 
 def test_deep_method_runs_from_the_cli_without_torch(shared_data, tmp_path):
     """A fresh process in which torch and MONAI cannot be imported segments a validation case
-    with the shipped model, writes every output, and matches the reference."""
+    with the shipped model, writes every output, and matches the reference; matplotlib (slow to
+    import, and not needed for the overview picture) is not loaded either."""
     card = json.loads((SHIPPED / "model.json").read_text())
     name = card["training"]["validation_cases"][0]
     case = shared_data / "hippocampus" / "imagesTr" / f"{name}.nii.gz"
@@ -198,7 +199,7 @@ def test_deep_method_runs_from_the_cli_without_torch(shared_data, tmp_path):
         "    sys.modules[m] = None  # import fails and find_spec reports it missing\n"
         "from MedSegAILib.cli import main\n"
         f"code = main(['segment', {str(case)!r}, '--method', 'deep', '--model', 'hippocampus', '-o', {str(out)!r}, '-q'])\n"
-        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'monai') and sys.modules[m] is not None)\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'monai', 'matplotlib') and sys.modules[m] is not None)\n"
         "print('LOADED', loaded)\n"
         "sys.exit(code)\n"
     )

@@ -155,7 +155,7 @@ def add_radiomics(result, image) -> None:
 
 
 def write_extras(result, image, folder: Path, *, report: bool) -> dict:
-    """overview.png (when matplotlib is installed) and, on request, report.html."""
+    """overview.png (when Pillow is installed) and, on request, report.html."""
     paths = {}
     try:
         from ..outputs.overview import write_overview_png

@@ -90,7 +90,7 @@ def _png_data_uri(path: Path) -> str:
 
 
 def _overview(result: SegmentationResult, image: sitk.Image, overview_png: Optional[Path]) -> Optional[str]:
-    """Data URI of the overview picture: the given PNG, else one drawn now (None without matplotlib)."""
+    """Data URI of the overview picture: the given PNG, else one drawn now (None without Pillow)."""
     if overview_png is not None and Path(overview_png).exists():
         return _png_data_uri(Path(overview_png))
     try:
@@ -98,11 +98,7 @@ def _overview(result: SegmentationResult, image: sitk.Image, overview_png: Optio
     except ImportError:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            p = write_overview_png(image, result, Path(tmp) / "overview.png")
-        except ImportError:  # matplotlib is an optional extra
-            return None
-        return _png_data_uri(Path(p))
+        return _png_data_uri(write_overview_png(image, result, Path(tmp) / "overview.png"))
 
 
 def uncertainty_summary(result: SegmentationResult, *, threshold: float = UNCERTAINTY_FLAG_THRESHOLD) -> Dict:
@@ -147,7 +143,7 @@ def write_report(
     overview_png : Path or None
         An existing overview picture (``overview.png``) to embed; drawn with
         :func:`MedSegAILib.outputs.overview.write_overview_png` when None (omitted, with a note,
-        when matplotlib is not installed).
+        when Pillow is not installed).
     title : str or None
         Page title; default "MedSegAI report: <case>".
     uncertainty_threshold : float
@@ -190,7 +186,7 @@ def write_report(
             f'<img class="overview" id="overview" src="{uri}" alt="Three orthogonal slices with the label overlay and the uncertainty map" />'
         )
     else:
-        parts.append('<p class="muted">No overview picture (install matplotlib: pip install "medsegai[viz]").</p>')
+        parts.append('<p class="muted">No overview picture (install Pillow: pip install "medsegai[viz]").</p>')
 
     # Classes
     parts.append("<h2>Classes</h2>")

@@ -32,6 +32,7 @@ import SimpleITK as sitk
 
 from ..core.errors import InputError, MissingDependencyError
 from ..core.result import SegmentationResult
+from ..outputs.colormaps import inferno
 from .terminology import terminology_entry_string
 
 TAG_INSTANCE_ID = "MedSegAI.InstanceId"
@@ -339,19 +340,6 @@ def _segment_tags(rec, info) -> Dict[str, str]:
     return tags
 
 
-# Anchor colours of matplotlib's "inferno" map (perceptually uniform, readable in greyscale).
-_INFERNO = np.array(
-    [
-        [0.001462, 0.000466, 0.013866],
-        [0.258234, 0.038571, 0.406485],
-        [0.578304, 0.148039, 0.404411],
-        [0.865006, 0.316822, 0.226055],
-        [0.987053, 0.645320, 0.039886],
-        [0.988362, 0.998364, 0.644924],
-    ]
-)
-
-
 def uncertainty_color_node(scene, name: str = "MedSegAI uncertainty"):
     """A 256-entry colour table (inferno) for uncertainty in [0, 1]; reused if already in the scene.
 
@@ -366,11 +354,8 @@ def uncertainty_color_node(scene, name: str = "MedSegAI uncertainty"):
     node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
     node.SetTypeToUser()
     node.SetNumberOfColors(256)
-    x = np.linspace(0, 1, len(_INFERNO))
-    for i in range(256):
-        t = i / 255.0
-        r, g, b = (float(np.interp(t, x, _INFERNO[:, c])) for c in range(3))
-        node.SetColor(i, f"{t:.3f}", r, g, b, 1.0)
+    for i, (r, g, b) in enumerate(inferno(np.linspace(0.0, 1.0, 256))):
+        node.SetColor(i, f"{i / 255.0:.3f}", float(r), float(g), float(b), 1.0)
     node.SetAttribute("Category", "MedSegAI")
     return node
 
