@@ -75,6 +75,44 @@ def test_training_continues_from_a_trained_models_weights(tiny_dataset, tiny_mod
         train(tiny_dataset, tmp_path / "continued", opts, resume=True, log=lambda m: None)
 
 
+def test_weight_averaging_keeps_the_running_mean_across_a_resume(tiny_dataset, tiny_model, tmp_path):
+    """With --average-from the kept model is the mean of the weights after each averaged epoch,
+    and a resumed run goes on with the saved mean: after epoch 4 it is (3 * mean of 1-3 + w4) / 4."""
+    import safetensors.torch as st
+
+    start, _ = tiny_model
+    out = tmp_path / "swa"
+    opts = TrainOptions(features=[8, 16, 32], epochs=3, batch_size=2, val_cases=2, augment=0.0, lr=1e-3, threads=2, seed=1, init_from=str(start), average_from=0.3, onnx_export=False)
+    card = train(tiny_dataset, out, opts, log=lambda m: None)
+    assert card["validation"]["best_epoch"] is None
+    assert "3 epochs 1-3" in card["validation"]["weights"]
+    assert card["validation"]["best_single_epoch"]["epoch"] in (1, 2, 3)
+    mean3 = st.load_file(str(out / "model.safetensors"))
+    lrs = [h["lr"] for h in json.loads((out / "training_history.json").read_text())]
+    assert lrs[1] == lrs[2] < 1e-3  # constant once averaging has begun
+
+    opts.epochs = 4
+    card = train(tiny_dataset, out, opts, resume=True, log=lambda m: None)
+    assert "4 epochs 1-4" in card["validation"]["weights"]
+    mean4 = st.load_file(str(out / "model.safetensors"))
+    w4 = {k[6:]: v for k, v in st.load_file(str(out / "checkpoint.safetensors")).items() if k.startswith("model.")}
+    assert set(mean4) == set(w4)
+    for k, v in mean4.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, (3 * mean3[k] + w4[k]) / 4, rtol=1e-5, atol=1e-6)
+    assert any(not torch.equal(mean4[k], w4[k]) for k in w4)
+    # The averaged model is what a run loads (checksum recorded for the mean, not the last epoch).
+    assert load_model(out).sha256 == card["sha256"]
+
+
+@pytest.mark.parametrize("change, message", [({"average_from": 1.0}, "fraction of the schedule"), ({"average_from": 0.5, "norm": "batch"}, "batch-norm statistics")])
+def test_weight_averaging_refuses_what_it_cannot_average(tiny_dataset, tmp_path, change, message):
+    opts = TrainOptions(features=[8, 16, 32], epochs=1, batch_size=2, val_cases=2, threads=2, **change)
+    with pytest.raises(InputError, match=message):
+        train(tiny_dataset, tmp_path / "m", opts, log=lambda m: None)
+    assert not (tmp_path / "m").exists()
+
+
 def test_starting_from_a_model_trained_on_the_validation_cases_is_refused(tiny_dataset, tiny_model, tmp_path):
     start, _ = tiny_model  # trained on the first 8 of the 10 cases
     opts = TrainOptions(features=[8, 16, 32], epochs=1, batch_size=2, val_cases=2, fold=0, augment=0.0, threads=2, init_from=str(start))

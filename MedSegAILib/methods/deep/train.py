@@ -3,7 +3,8 @@
 Written for CPUs as much as GPUs: the whole (preprocessed) dataset is held in memory, the
 learning rate follows nnU-Net's polynomial decay over a wall-clock budget or an epoch count,
 validation runs full-volume sliding-window inference on a fixed split, and the best model by
-validation Dice is kept. Everything is seeded. Checkpoints (weights and optimiser state as
+validation Dice is kept, or, with weight averaging (``average_from``), the mean of the weights
+of the epochs in the last part of the schedule. Everything is seeded. Checkpoints (weights and optimiser state as
 safetensors, counters as JSON) allow resuming; no pickle is written or read.
 """
 
@@ -56,6 +57,11 @@ class TrainOptions:
     onnx_export : after training, export the kept weights to ONNX (``model.onnx``, checked
         against torch) so the model also runs with ONNX Runtime; skipped with a message when
         the exporter is not installed or the network does not export
+    average_from : stochastic weight averaging (Izmailov et al. 2018): from this fraction of
+        the schedule (0 to 1) on, the learning rate stays at its value there and the weights
+        at the end of every epoch enter a running mean, which becomes the kept model instead
+        of the best epoch's weights (so no epoch is chosen by its validation Dice). Needs
+        instance, group or layer norm: batch-norm statistics would not match averaged weights
     """
 
     network: Optional[str] = None
@@ -86,6 +92,7 @@ class TrainOptions:
     name: str = ""
     init_from: Optional[str] = None
     onnx_export: bool = True
+    average_from: Optional[float] = None
 
 
 def _dice_per_class(pred: np.ndarray, ref: np.ndarray, k: int) -> List[float]:
@@ -112,9 +119,11 @@ def _load(cases, plan: Plan):
     return data
 
 
-def _state_to_tensors(model, optimizer) -> Dict:
-    """Model weights and AdamW moments as a flat dict of tensors (safetensors-compatible)."""
+def _state_to_tensors(model, optimizer, average: Optional[Dict] = None) -> Dict:
+    """Model weights, AdamW moments and the running weight average (if any) as a flat dict of
+    tensors (safetensors-compatible)."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"avg.{k}": v for k, v in (average or {}).items()})
     for i, (p, st) in enumerate(optimizer.state.items()):
         for k, v in st.items():
             if hasattr(v, "shape"):
@@ -122,9 +131,9 @@ def _state_to_tensors(model, optimizer) -> Dict:
     return tensors
 
 
-def _restore(model, optimizer, tensors: Dict) -> None:
-    import torch
-
+def _restore(model, optimizer, tensors: Dict) -> Dict:
+    """Load weights and optimiser state saved by ``_state_to_tensors``; returns the running
+    weight average it held (empty if none)."""
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     params = [p for g in optimizer.param_groups for p in g["params"]]
     for i, p in enumerate(params):
@@ -133,6 +142,29 @@ def _restore(model, optimizer, tensors: Dict) -> None:
             if "step" in st:
                 st["step"] = st["step"].reshape(())
             optimizer.state[p] = st
+    return {k[4:]: v for k, v in tensors.items() if k.startswith("avg.")}
+
+
+def _add_to_average(average: Dict, weights: Dict, count: int) -> None:
+    """Fold ``weights`` into the running mean ``average`` of ``count - 1`` earlier weight sets,
+    in place; integer buffers (counters) are copied, not averaged."""
+    for k, v in weights.items():
+        v = v.detach().cpu()
+        if k not in average or not v.is_floating_point():
+            average[k] = v.clone()
+        else:
+            average[k] += (v - average[k]) / count
+
+
+def _validate(net, val_data, plan: Plan, device: str) -> np.ndarray:
+    """Mean Dice per foreground class over the validation cases: sliding window, no TTA."""
+    from .inference import predict_array
+
+    dices = []
+    for arr, lab in val_data:
+        prob, _ = predict_array(net, arr, plan, device=device, flips=((),))
+        dices.append(_dice_per_class(prob.argmax(0), lab[0], plan.num_classes))
+    return np.mean(dices, axis=0)
 
 
 def plot_learning_curves(history: List[dict], path: Path) -> None:
@@ -226,7 +258,7 @@ def train(
     import torch
 
     from .augment import training_transforms
-    from .inference import predict_array, resolve_device
+    from .inference import resolve_device
     from .losses import SignedDistanceLoss, build_loss
     from .model_store import save_model
     from .networks import build_network
@@ -235,6 +267,11 @@ def train(
     out = Path(output_dir)
     if out.exists() and (out / "model.json").exists() and not resume:
         raise InputError(f"'{out}' already holds a model; choose another --output or pass --resume")
+    if opt.average_from is not None:
+        if not 0.0 <= opt.average_from < 1.0:
+            raise InputError(f"--average-from is a fraction of the schedule from 0 to below 1, got {opt.average_from}")
+        if opt.norm == "batch":
+            raise InputError("weight averaging (--average-from) needs instance, group or layer norm: batch-norm statistics would not match the averaged weights")
     prog = Progress(progress, cancel)
     torch.manual_seed(opt.seed)
     np.random.seed(opt.seed)
@@ -276,7 +313,8 @@ def train(
         transforms = crop_or_pad_transforms(plan.patch_size_zyx)
 
     # Kept in checkpoint.json, so a resumed run still records the model it started from.
-    state = {"epoch": 0, "elapsed_s": 0.0, "best_dice": -1.0, "history": [], "initialised_from": init, "validation_cases": val_names}
+    state = {"epoch": 0, "elapsed_s": 0.0, "best_dice": -1.0, "history": [], "initialised_from": init, "validation_cases": val_names, "averaged_epochs": []}
+    average: Dict = {}
     if resuming:
         saved = json.loads(ckpt_j.read_text())
         # Checkpoints written before the split was recorded carry no case list.
@@ -285,8 +323,8 @@ def train(
                 f"the checkpoint in '{out}' was validated on other cases than this split "
                 f"({saved['validation_cases'][0]} ... vs {val_names[0] if val_names else 'none'} ...): resume with the run's own --val-cases and --fold"
             )
-        _restore(net, optimizer, safetensors.torch.load_file(str(ckpt_w)))
-        state = {**saved, "validation_cases": val_names}
+        average = _restore(net, optimizer, safetensors.torch.load_file(str(ckpt_w)))
+        state = {"averaged_epochs": [], **saved, "validation_cases": val_names}
         log(f"resumed at epoch {state['epoch']}")
 
     budget_s = opt.time_budget_min * 60 if opt.time_budget_min else None
@@ -314,7 +352,10 @@ def train(
         order = rng.permutation(len(train_data))
         losses = []
         for s in range(steps_per_epoch):
-            lr = opt.lr * (1 - schedule_fraction(state["epoch"])) ** 0.9
+            f = schedule_fraction(state["epoch"])
+            if opt.average_from is not None:
+                f = min(f, opt.average_from)  # constant learning rate while averaging
+            lr = opt.lr * (1 - f) ** 0.9
             for g in optimizer.param_groups:
                 g["lr"] = max(lr, opt.lr * 1e-3)
             idx = order[s * opt.batch_size : (s + 1) * opt.batch_size]
@@ -338,12 +379,12 @@ def train(
             prog.update(frac, f"epoch {epoch} loss {np.mean(losses):.4f} best val Dice {max(state['best_dice'], 0):.4f}")
         rec = {"epoch": epoch, "train_loss": float(np.mean(losses)), "lr": lr, "elapsed_s": round(time.perf_counter() - t_start, 1), "cpu_s": round(time.process_time() - c_start, 1)}
         last_epoch = epoch >= opt.epochs or (budget_s and spent() >= budget_s)
+        if opt.average_from is not None and schedule_fraction(epoch) >= opt.average_from:
+            state["averaged_epochs"].append(epoch)
+            _add_to_average(average, net.state_dict(), len(state["averaged_epochs"]))
+            rec["averaged"] = len(state["averaged_epochs"])
         if val_data and (epoch % opt.val_every == 0 or last_epoch):
-            dices = []
-            for arr, lab in val_data:
-                prob, _ = predict_array(net, arr, plan, device=device, flips=((),))
-                dices.append(_dice_per_class(prob.argmax(0), lab[0], plan.num_classes))
-            per_class = np.mean(dices, axis=0)
+            per_class = _validate(net, val_data, plan, device)
             rec["val_dice"] = [round(float(d), 4) for d in per_class]
             rec["val_mean_dice"] = round(float(per_class.mean()), 4)
             if rec["val_mean_dice"] > state["best_dice"]:
@@ -356,7 +397,7 @@ def train(
         state["elapsed_s"] = time.perf_counter() - t_start
         state["cpu_s"] = time.process_time() - c_start
         state["history"].append(rec)
-        safetensors.torch.save_file({k: v.detach().cpu().contiguous() for k, v in _state_to_tensors(net, optimizer).items()}, str(ckpt_w))
+        safetensors.torch.save_file({k: v.detach().cpu().contiguous() for k, v in _state_to_tensors(net, optimizer, average).items()}, str(ckpt_w))
         ckpt_j.write_text(json.dumps(state, indent=1))
         log(json.dumps(rec))
 
@@ -389,12 +430,30 @@ def train(
         },
         "intended_use": "Research use only; not a medical device.",
     }
-    # Rewrite the card around the best weights (kept on disk since that epoch).
-    import safetensors.torch as st
+    averaged = state["averaged_epochs"]
+    if averaged:
+        # The running mean is the kept model: validated once, after training, like any epoch.
+        weights = average
+        net.load_state_dict(average)
+        card["validation"].update(
+            best_epoch=None,
+            weights=f"average of the weights after each of the {len(averaged)} epochs {averaged[0]}-{averaged[-1]} (stochastic weight averaging from {opt.average_from} of the schedule)",
+            best_single_epoch={"epoch": state.get("best_epoch"), "dice_per_class": best["val_dice"] if best else None, "mean_dice": best["val_mean_dice"] if best else None},
+        )
+        if val_data:
+            per_class = _validate(net, val_data, plan, device)
+            card["validation"].update(dice_per_class=[round(float(d), 4) for d in per_class], mean_dice=round(float(per_class.mean()), 4))
+        summary = f"weights averaged over epochs {averaged[0]}-{averaged[-1]}: validation mean Dice {card['validation']['mean_dice']} (best single epoch {state.get('best_epoch')}: {best['val_mean_dice'] if best else None})"
+    else:
+        if opt.average_from is not None:
+            log(f"no epoch reached {opt.average_from} of the schedule, so no weights were averaged; the best epoch's weights are kept")
+        # Rewrite the card around the best weights (kept on disk since that epoch).
+        import safetensors.torch as st
 
-    weights = st.load_file(str(out / "model.safetensors")) if (out / "model.safetensors").exists() else net.state_dict()
+        weights = st.load_file(str(out / "model.safetensors")) if (out / "model.safetensors").exists() else net.state_dict()
+        summary = f"best validation mean Dice {card['validation']['mean_dice']} at epoch {card['validation']['best_epoch']}"
     save_model(out, weights, plan, card)
     if opt.onnx_export:
         _export_onnx_after_training(out, log)
-    log(f"done: best validation mean Dice {card['validation']['mean_dice']} at epoch {card['validation']['best_epoch']}")
+    log(f"done: {summary}")
     return json.loads((out / "model.json").read_text())
