@@ -223,6 +223,39 @@ def test_sdf_head_trains_and_its_model_segments(tiny_dataset, hippocampus_case, 
     assert res.labels.GetSize() == img.GetSize()
 
 
+@pytest.mark.slow
+def test_swinunetr_trains_exports_and_segments(tiny_dataset, hippocampus_case, tmp_path):
+    """The hybrid CNN-transformer: one short run, its ONNX export checked against torch, and
+    both runtimes segment a case on its own grid with the same labels (about 100 s)."""
+    out = tmp_path / "swin"
+    opts = TrainOptions(network="swinunetr", epochs=2, batch_size=2, val_cases=2, max_train_cases=2, augment=0.0, threads=2, seed=1)
+    card = train(tiny_dataset, out, opts, log=lambda m: None)
+    assert card["plan"]["network"] == "swinunetr"
+    assert all(p % 32 == 0 for p in card["plan"]["patch_size_zyx"])
+    assert card["onnx"]["max_relative_logit_difference"] < 1e-3
+    img = sitk.ReadImage(str(hippocampus_case[0]), sitk.sitkFloat32)
+    labels = {}
+    for runtime in ("torch", "onnx"):
+        res = segment_with_model([img], out, device="cpu", tta=False, runtime=runtime)
+        assert res.labels.GetSize() == img.GetSize() and res.labels.GetOrigin() == img.GetOrigin()
+        labels[runtime] = sitk.GetArrayFromImage(res.labels)
+    assert np.mean(labels["torch"] == labels["onnx"]) > 0.999
+
+
+def test_swinunetr_without_einops_is_a_clear_error(tiny_dataset, monkeypatch):
+    import importlib.util
+
+    from MedSegAILib.core.errors import MissingDependencyError
+    from MedSegAILib.methods.deep import networks
+    from MedSegAILib.methods.deep.dataset import fingerprint, read_dataset
+    from MedSegAILib.methods.deep.plan import make_plan
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(networks.importlib.util, "find_spec", lambda name, *a: None if name == "einops" else real(name, *a))
+    with pytest.raises(MissingDependencyError, match="SwinUNETR network needs the Python package 'einops'.*medsegai\\[deep\\]"):
+        networks.build_network(make_plan(fingerprint(read_dataset(tiny_dataset)), network="swinunetr"))
+
+
 def test_tampered_weights_are_refused(tiny_model, damaged_model_copy):
     out, _ = tiny_model
     bad = damaged_model_copy(out, "model.safetensors", -5)

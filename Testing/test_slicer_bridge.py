@@ -341,6 +341,14 @@ def test_deep_run_of_a_model_with_an_onnx_export_needs_only_onnxruntime(tmp_path
     shutil.copytree(models_dir() / "hippocampus", stale)
     (stale / "model.json").write_text((stale / "model.json").read_text().replace('"weights_sha256": "', '"weights_sha256": "0'))
     assert modules(model=str(stale)) == ["torch", "monai", "safetensors"]
+    # MONAI's SwinUNETR runs only with einops: asked for when such a model runs with torch.
+    swin = tmp_path / "swin"
+    shutil.copytree(models_dir() / "hippocampus", swin)
+    card = json.loads((swin / "model.json").read_text())
+    card["plan"]["network"] = "swinunetr"
+    (swin / "model.json").write_text(json.dumps(card))
+    assert modules(model=str(swin), parameters={"runtime": "torch"}) == ["torch", "monai", "safetensors", "einops"]
+    assert modules(model=str(swin)) == ["onnxruntime"]
     # runs that cannot work are refused before anything is installed
     from MedSegAILib.core.errors import InputError
 

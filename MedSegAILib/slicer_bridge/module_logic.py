@@ -41,6 +41,7 @@ class Requirement:
 TORCH = Requirement("torch==2.13.0", "torch", "pytorch")
 MONAI = Requirement("monai>=1.4", "monai")
 SAFETENSORS = Requirement("safetensors>=0.4", "safetensors")
+EINOPS = Requirement("einops>=0.6", "einops")  # MONAI's SwinUNETR needs it to run
 ONNXRUNTIME = Requirement("onnxruntime>=1.17", "onnxruntime")
 PYMAXFLOW = Requirement(
     "PyMaxflow>=1.3", "maxflow", licence_note="PyMaxflow is GPL-3.0; it is installed on request and not bundled"
@@ -84,13 +85,16 @@ def requirements_for(
 
     A deep run that will go to ONNX Runtime (a model with a current ONNX export, no
     Monte-Carlo dropout, runtime not forced to torch, CPU or auto device) needs only
-    onnxruntime: about 30 MB instead of PyTorch and MONAI.
+    onnxruntime: about 30 MB instead of PyTorch and MONAI. A SwinUNETR model run with torch
+    needs einops too.
     """
     if family is None:
         family = method_spec(method).family
     family_reqs = FAMILY_REQUIREMENTS.get(family, ())
     if family == "deep" and _runs_on_onnx(model, parameters or {}, device):
         family_reqs = (ONNXRUNTIME,)
+    elif family == "deep" and model and _network(model) == "swinunetr":
+        family_reqs = (*family_reqs, EINOPS)
     reqs = list(family_reqs) + list(METHOD_REQUIREMENTS.get(method, ()))
     seen, out = set(), []
     for r in reqs:
@@ -98,6 +102,13 @@ def requirements_for(
             seen.add(r.module)
             out.append(r)
     return out
+
+
+def _network(model: str) -> Optional[str]:
+    """The network kind in a model's card (read as JSON, without torch)."""
+    from ..methods.deep.model_store import read_card, resolve_model_dir
+
+    return read_card(resolve_model_dir(model)).get("plan", {}).get("network")
 
 
 def _runs_on_onnx(model: Optional[str], parameters: Dict[str, Any], device: str) -> bool:

@@ -5,7 +5,9 @@
 - ``unet2d`` / ``unet2.5d``: a 2D MONAI ``UNet`` applied slice by slice inside a module that
   takes and returns 3D tensors, so training, sliding-window inference and TTA are the same code
   for every kind. 2.5D stacks ``context_slices`` neighbours on each side as channels.
-- ``swinunetr``: MONAI ``SwinUNETR`` (hybrid CNN-transformer).
+- ``swinunetr``: MONAI ``SwinUNETR`` (hybrid CNN-transformer); MONAI's implementation needs
+  the ``einops`` package in its forward pass, so its absence is reported when the network is
+  built, not halfway through the first batch.
 
 With ``sdf_head`` the network has K-1 more output channels, regressing each class's signed
 distance map (``WithSignedDistanceHead``); its ``forward`` still returns the K logits, so
@@ -17,11 +19,14 @@ MONAI: only the training and inference modules import it, never the method regis
 
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks import SimpleASPP
 from monai.networks.nets import SwinUNETR, UNet
 
+from ...core.errors import MissingDependencyError
 from .plan import Plan
 
 
@@ -45,6 +50,8 @@ def build_network(plan: Plan) -> torch.nn.Module:
 def _build_body(plan: Plan, out_channels: int) -> torch.nn.Module:
     norm = _norm_arg(plan.norm)
     if plan.network == "swinunetr":
+        if importlib.util.find_spec("einops") is None:
+            raise MissingDependencyError("einops", "deep", "the SwinUNETR network")
         return SwinUNETR(in_channels=plan.in_channels, out_channels=out_channels, feature_size=24, spatial_dims=3, drop_rate=plan.dropout)
 
     strides = plan.level_strides
