@@ -173,6 +173,60 @@ def test_full_resolution_level_plan_and_network(tiny_dataset):
         assert build_network(half).eval().model[0](torch.zeros(1, 1, *half.patch_size_zyx)).shape[2] == half.patch_size_zyx[0] // 2
 
 
+@pytest.mark.parametrize("network", ["unet3d", "unet2d", "unet2.5d"])
+@pytest.mark.parametrize("norm", ["instance", "group", "batch", "layer"])
+def test_every_network_and_normalisation_trains_a_step(tiny_dataset, network, norm):
+    """Each network kind with each normalisation maps a batch of patches to K logits of the same
+    size, with gradients reaching the first layer; group and layer norm are GroupNorm layers
+    with 8 and 1 groups. The ASPP and signed-distance variants ride on the 3D runs."""
+    from MedSegAILib.methods.deep.dataset import fingerprint, read_dataset
+    from MedSegAILib.methods.deep.losses import build_loss
+    from MedSegAILib.methods.deep.networks import build_network
+    from MedSegAILib.methods.deep.plan import make_plan
+
+    torch.manual_seed(0)
+    extra = {"aspp": norm == "instance", "sdf_head": norm == "layer"} if network == "unet3d" else {}
+    plan = make_plan(fingerprint(read_dataset(tiny_dataset)), network=network, norm=norm, features=[8, 16, 32], **extra)
+    net = build_network(plan).train()
+    x = torch.randn(2, plan.in_channels, *plan.patch_size_zyx)
+    logits = net(x)
+    assert logits.shape == (2, 3, *plan.patch_size_zyx)
+    build_loss("dice_ce")(logits, torch.randint(0, 3, (2, 1, *plan.patch_size_zyx))).backward()
+    first = next(p for p in net.parameters() if p.ndim > 1)
+    assert first.grad is not None and float(first.grad.abs().sum()) > 0
+    groups = {m.num_groups for m in net.modules() if isinstance(m, torch.nn.GroupNorm)}
+    assert groups == {"group": {8}, "layer": {1}}.get(norm, set())
+
+
+def test_group_norm_with_channels_it_cannot_split_is_refused(tiny_dataset):
+    from MedSegAILib.methods.deep.dataset import fingerprint, read_dataset
+    from MedSegAILib.methods.deep.networks import build_network
+    from MedSegAILib.methods.deep.plan import make_plan
+
+    plan = make_plan(fingerprint(read_dataset(tiny_dataset)), norm="group", features=[12, 24, 48])
+    with pytest.raises(InputError, match="multiple of 8; the features 12, 24, 48 include 12"):
+        build_network(plan)
+
+
+@pytest.mark.parametrize("name", ["dice_ce", "ce", "wbce", "dice", "tversky", "focal", "dice_focal", "dice_ce_boundary"])
+def test_every_loss_prefers_the_reference_labels(hippocampus_case, name):
+    """On a real label map, logits that state the reference score a lower loss than logits that
+    state a shifted copy of it, and the loss is finite with a gradient."""
+    from MedSegAILib.methods.deep.losses import build_loss
+
+    lab = torch.from_numpy(sitk.GetArrayFromImage(sitk.ReadImage(str(hippocampus_case[1]))).astype(np.int64))[None, None]
+
+    def logits_for(labels):
+        return (6.0 * torch.nn.functional.one_hot(labels[:, 0], 3).permute(0, 4, 1, 2, 3).float() - 3.0).requires_grad_(True)
+
+    loss = build_loss(name)
+    right = logits_for(lab)
+    value = loss(right, lab)
+    value.backward()
+    assert torch.isfinite(value) and float(right.grad.abs().sum()) > 0
+    assert float(value.detach()) < float(loss(logits_for(torch.roll(lab, 4, dims=3)), lab).detach())
+
+
 def test_inference_keeps_input_geometry_on_oblique_anisotropic_image(tiny_model, hippocampus_case):
     """A resampled, rotated, anisotropic copy: the output is on its grid exactly."""
     out, _ = tiny_model

@@ -26,15 +26,18 @@ import torch.nn.functional as F
 from monai.networks.blocks import SimpleASPP
 from monai.networks.nets import SwinUNETR, UNet
 
-from ...core.errors import MissingDependencyError
+from ...core.errors import InputError, MissingDependencyError
 from .plan import Plan
+
+
+GROUPS = 8  # groups of the "group" normalisation
 
 
 def _norm_arg(norm: str):
     # GroupNorm with one group normalises over (C, spatial) per sample: layer normalisation.
     return {
         "instance": ("instance", {"affine": True}),
-        "group": ("group", {"num_groups": 8}),
+        "group": ("group", {"num_groups": GROUPS}),
         "batch": "batch",
         "layer": ("group", {"num_groups": 1}),
     }[norm]
@@ -48,20 +51,40 @@ def build_network(plan: Plan) -> torch.nn.Module:
 
 
 def _build_body(plan: Plan, out_channels: int) -> torch.nn.Module:
-    norm = _norm_arg(plan.norm)
     if plan.network == "swinunetr":
         if importlib.util.find_spec("einops") is None:
             raise MissingDependencyError("einops", "deep", "the SwinUNETR network")
         return SwinUNETR(in_channels=plan.in_channels, out_channels=out_channels, feature_size=24, spatial_dims=3, drop_rate=plan.dropout)
 
-    strides = plan.level_strides
     if plan.network == "unet3d":
-        net = UNet(3, plan.in_channels, out_channels, plan.features, strides, num_res_units=2, norm=norm, dropout=plan.dropout)
+        net = _unet(3, plan.in_channels, out_channels, plan)
         return _WithASPP(net, out_channels) if plan.aspp else net
 
     context = plan.context_slices if plan.network == "unet2.5d" else 0
-    net2d = UNet(2, plan.in_channels * (2 * context + 1), out_channels, plan.features, strides, num_res_units=2, norm=norm, dropout=plan.dropout)
-    return SliceWise2D(net2d, context)
+    return SliceWise2D(_unet(2, plan.in_channels * (2 * context + 1), out_channels, plan), context)
+
+
+def _unet(dims: int, in_channels: int, out_channels: int, plan: Plan) -> torch.nn.Module:
+    """MONAI's residual UNet for ``plan``.
+
+    MONAI normalises the output of its top up-sampling layer, which has the output's channel
+    count, and GroupNorm needs a count divisible by its groups (three classes are not). With
+    group norm the UNet therefore ends on ``features[0]`` channels and a 1x1 convolution maps
+    them to the outputs.
+    """
+    def unet(out):
+        return UNet(dims, in_channels, out, plan.features, plan.level_strides, num_res_units=2, norm=_norm_arg(plan.norm), dropout=plan.dropout)
+
+    if plan.norm != "group":
+        return unet(out_channels)
+    odd = [f for f in plan.features if f % GROUPS]
+    if odd:
+        raise InputError(
+            f"group normalisation uses {GROUPS} groups, so every level's channel count must be a multiple of {GROUPS}; "
+            f"the features {', '.join(map(str, plan.features))} include {', '.join(map(str, odd))}: choose other --features or another --norm"
+        )
+    conv = torch.nn.Conv3d if dims == 3 else torch.nn.Conv2d
+    return torch.nn.Sequential(unet(plan.features[0]), conv(plan.features[0], out_channels, 1))
 
 
 class WithSignedDistanceHead(torch.nn.Module):
