@@ -103,6 +103,17 @@ def test_weight_averaging_keeps_the_running_mean_across_a_resume(tiny_dataset, t
     assert any(not torch.equal(mean4[k], w4[k]) for k in w4)
     # The averaged model is what a run loads (checksum recorded for the mean, not the last epoch).
     assert load_model(out).sha256 == card["sha256"]
+    # Resuming with averaging switched off, or switched on for a run that did not average, would
+    # keep a stale mean or misstate where averaging began: refused, the model left as it was.
+    opts.epochs, opts.average_from = 5, None
+    with pytest.raises(InputError, match="trained with --average-from 0.3, this run asks for None"):
+        train(tiny_dataset, out, opts, resume=True, log=lambda m: None)
+    assert load_model(out).sha256 == card["sha256"]
+    plain = tmp_path / "plain"
+    shutil.copytree(start, plain)
+    opts.epochs, opts.average_from, opts.init_from = 7, 0.3, None
+    with pytest.raises(InputError, match="trained with --average-from None, this run asks for 0.3"):
+        train(tiny_dataset, plain, opts, resume=True, log=lambda m: None)
 
 
 @pytest.mark.parametrize("change, message", [({"average_from": 1.0}, "fraction of the schedule"), ({"average_from": 0.5, "norm": "batch"}, "batch-norm statistics")])
@@ -201,11 +212,15 @@ def test_every_network_and_normalisation_trains_a_step(tiny_dataset, network, no
 def test_group_norm_with_channels_it_cannot_split_is_refused(tiny_dataset):
     from MedSegAILib.methods.deep.dataset import fingerprint, read_dataset
     from MedSegAILib.methods.deep.networks import build_network
-    from MedSegAILib.methods.deep.plan import make_plan
+    from MedSegAILib.methods.deep.plan import Plan, make_plan
 
     plan = make_plan(fingerprint(read_dataset(tiny_dataset)), norm="group", features=[12, 24, 48])
     with pytest.raises(InputError, match="multiple of 8; the features 12, 24, 48 include 12"):
         build_network(plan)
+    # Eight classes split into 8 groups: the plain UNet, as such models were built before the
+    # 1x1 head existed, so their weights still load.
+    eight = Plan.from_dict({**make_plan(fingerprint(read_dataset(tiny_dataset)), norm="group", features=[8, 16, 32]).to_dict(), "num_classes": 8})
+    assert all(k.startswith("model.") for k in build_network(eight).state_dict())
 
 
 @pytest.mark.parametrize("name", ["dice_ce", "ce", "wbce", "dice", "tversky", "focal", "dice_focal", "dice_ce_boundary"])

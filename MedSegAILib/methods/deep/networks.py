@@ -69,13 +69,14 @@ def _unet(dims: int, in_channels: int, out_channels: int, plan: Plan) -> torch.n
 
     MONAI normalises the output of its top up-sampling layer, which has the output's channel
     count, and GroupNorm needs a count divisible by its groups (three classes are not). With
-    group norm the UNet therefore ends on ``features[0]`` channels and a 1x1 convolution maps
-    them to the outputs.
+    group norm and such an output count the UNet therefore ends on ``features[0]`` channels and
+    a 1x1 convolution maps them to the outputs (output counts that the groups divide keep the
+    plain UNet, as models trained before this head existed have it).
     """
     def unet(out):
         return UNet(dims, in_channels, out, plan.features, plan.level_strides, num_res_units=2, norm=_norm_arg(plan.norm), dropout=plan.dropout)
 
-    if plan.norm != "group":
+    if plan.norm != "group" or out_channels % GROUPS == 0:
         return unet(out_channels)
     odd = [f for f in plan.features if f % GROUPS]
     if odd:

@@ -313,7 +313,7 @@ def train(
         transforms = crop_or_pad_transforms(plan.patch_size_zyx)
 
     # Kept in checkpoint.json, so a resumed run still records the model it started from.
-    state = {"epoch": 0, "elapsed_s": 0.0, "best_dice": -1.0, "history": [], "initialised_from": init, "validation_cases": val_names, "averaged_epochs": []}
+    state = {"epoch": 0, "elapsed_s": 0.0, "best_dice": -1.0, "history": [], "initialised_from": init, "validation_cases": val_names, "averaged_epochs": [], "average_from": opt.average_from}
     average: Dict = {}
     if resuming:
         saved = json.loads(ckpt_j.read_text())
@@ -323,8 +323,15 @@ def train(
                 f"the checkpoint in '{out}' was validated on other cases than this split "
                 f"({saved['validation_cases'][0]} ... vs {val_names[0] if val_names else 'none'} ...): resume with the run's own --val-cases and --fold"
             )
+        # Checkpoints written before weight averaging existed hold neither key.
+        saved_from = saved.get("average_from", opt.average_from if saved.get("averaged_epochs") else None)
+        if saved_from != opt.average_from:
+            raise InputError(
+                f"the checkpoint in '{out}' was trained with --average-from {saved_from}, this run asks for {opt.average_from}: "
+                "resume with the same value (or start a new run with --init-from to average from here on)"
+            )
         average = _restore(net, optimizer, safetensors.torch.load_file(str(ckpt_w)))
-        state = {"averaged_epochs": [], **saved, "validation_cases": val_names}
+        state = {"averaged_epochs": [], **saved, "validation_cases": val_names, "average_from": opt.average_from}
         log(f"resumed at epoch {state['epoch']}")
 
     budget_s = opt.time_budget_min * 60 if opt.time_budget_min else None
@@ -430,14 +437,14 @@ def train(
         },
         "intended_use": "Research use only; not a medical device.",
     }
-    averaged = state["averaged_epochs"]
+    averaged = state["averaged_epochs"] if opt.average_from is not None else []
     if averaged:
         # The running mean is the kept model: validated once, after training, like any epoch.
         weights = average
         net.load_state_dict(average)
         card["validation"].update(
             best_epoch=None,
-            weights=f"average of the weights after each of the {len(averaged)} epochs {averaged[0]}-{averaged[-1]} (stochastic weight averaging from {opt.average_from} of the schedule)",
+            weights=f"average of the weights after each of the {len(averaged)} epochs {averaged[0]}-{averaged[-1]} (stochastic weight averaging from {opt.average_from} of the schedule, reached in epoch {averaged[0]})",
             best_single_epoch={"epoch": state.get("best_epoch"), "dice_per_class": best["val_dice"] if best else None, "mean_dice": best["val_mean_dice"] if best else None},
         )
         if val_data:
