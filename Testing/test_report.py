@@ -8,7 +8,6 @@ import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 
-import numpy as np
 import pytest
 import SimpleITK as sitk
 
@@ -85,36 +84,6 @@ def test_report_is_well_formed_and_complete(case, tmp_path):
     assert root.find(f".//{XHTML}table[@id='provenance']") is not None
     assert "Not a medical device" in text and "Research use only" in text
     assert result.provenance.input_sha256[0] in text
-
-
-def _blended_pixels(png: Path, color, alpha: float) -> int:
-    """Pixels of ``png`` that are ``color`` (RGB in [0, 1]) laid at ``alpha`` over some grey."""
-    from PIL import Image
-
-    rgb = np.asarray(Image.open(png).convert("RGB"), dtype=float)
-    under = (rgb - alpha * 255 * np.asarray(color)) / (1 - alpha)
-    grey = (np.ptp(under, axis=-1) <= 3.5) & (under.min(axis=-1) >= -2) & (under.max(axis=-1) <= 257)
-    return int(grey.sum())
-
-
-def test_overview_shows_the_labels_over_the_image(case, tmp_path):
-    """The largest class's colour, blended over grey, fills its cross-sections in the picture;
-    with the labels removed that blend is gone."""
-    from dataclasses import replace
-
-    from MedSegAILib.outputs.overview import LABEL_ALPHA, write_overview_png
-
-    result, image = case
-    labels = sitk.GetArrayFromImage(result.labels)
-    largest = int(np.bincount(labels[labels > 0].ravel()).argmax())
-    color = next(c.color for c in result.classes if c.label == largest)
-    png = write_overview_png(image, result, tmp_path / "overview.png")
-    assert _blended_pixels(png, color, LABEL_ALPHA) > 500
-
-    empty_labels = sitk.Image(result.labels.GetSize(), sitk.sitkUInt16)
-    empty_labels.CopyInformation(result.labels)
-    empty = write_overview_png(image, replace(result, labels=empty_labels), tmp_path / "empty.png")
-    assert _blended_pixels(empty, color, LABEL_ALPHA) < 20
 
 
 def test_report_draws_its_own_overview(case, tmp_path):

@@ -2,18 +2,20 @@
 the same slices of the uncertainty map.
 
 Slices pass through the centroid of the largest class's voxels (the image centre when nothing
-is labelled). Each view is drawn with its physical aspect ratio (mm), in radiological convention
-for the axial view as Slicer shows it when the direction is identity-like.
+is labelled). Each view keeps its physical aspect ratio (mm) and is shown in radiological
+convention: patient right on the viewer's left, anterior at the top of the axial view, superior
+at the top of the coronal and sagittal views (after reorientation to LPS axes).
 
-Drawn with NumPy and Pillow (slices blended as arrays, text and legend with ``ImageDraw``):
-matplotlib's import alone took about 0.4 s, which was a third of a one-case ``medsegai
-segment`` run; Pillow takes a few hundredths.
+Drawn with NumPy and Pillow (slices blended as arrays, text with ``ImageDraw``): matplotlib's
+import alone took about 0.4 s, a third of a one-case ``medsegai segment`` run; Pillow takes a
+few hundredths.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -26,26 +28,42 @@ PANEL_PX = (330, 260)        # width, height of the box each slice is fitted int
 LABEL_ALPHA = 0.55           # opacity of the label colours over the image
 UNCERTAINTY_ALPHA = 0.75     # opacity of the uncertainty colours over the image
 UNCERTAINTY_FLOOR = 0.02     # uncertainty below this is not coloured
+UNLISTED_COLOR = (1.0, 0.0, 1.0)  # label values that have no class entry
+LEGEND_ROW_PX = 19
+LEGEND_MAX_NAME_PX = 240     # longer class names are shortened with "..."
+
+
+@dataclass
+class View:
+    """One orthogonal slice ready to draw.
+
+    ``labelled`` and ``uncertain`` are RGB arrays (rows, columns, 3) in [0, 1]: the grey image
+    with the label colours, and with the uncertainty colours, laid over it. Row 0 is the top of
+    the picture. ``row_mm`` / ``col_mm`` are the physical sizes of a pixel's height and width.
+    """
+
+    name: str
+    labelled: np.ndarray
+    uncertain: np.ndarray
+    row_mm: float
+    col_mm: float
 
 
 def _orient_canonical(image: sitk.Image) -> sitk.Image:
-    """Reorient to LPS axes so that array axes (z, y, x) are (I->S, P<-A, R->L) for display."""
+    """Reorient to LPS axes so that array axes (z, y, x) are (I->S, A->P, R->L) for display."""
     try:
         return sitk.DICOMOrient(image, "LPS")
     except RuntimeError:
         return image
 
 
-def _window(arr: np.ndarray) -> tuple:
-    lo, hi = np.percentile(arr, [0.5, 99.5])
+def _window(arr: np.ndarray) -> Tuple[float, float]:
+    """Grey window from the 0.5th to the 99.5th percentile of the finite values."""
+    finite = arr[np.isfinite(arr)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(finite, [0.5, 99.5])
     return float(lo), float(hi if hi > lo else lo + 1)
-
-
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)  # scalable font (Pillow >= 10.1 with FreeType)
-    except TypeError:
-        return ImageFont.load_default()
 
 
 def _blend(base: np.ndarray, color: np.ndarray, where: np.ndarray, alpha: float) -> np.ndarray:
@@ -55,9 +73,58 @@ def _blend(base: np.ndarray, color: np.ndarray, where: np.ndarray, alpha: float)
     return out
 
 
-def _fit(rgb: np.ndarray, row_mm: float, col_mm: float, box: Tuple[int, int]):
-    """A Pillow image of ``rgb`` (H, W, 3 in [0, 1]) scaled (nearest neighbour) so that a pixel
-    keeps its physical shape (row and column spacing in mm) and the slice fills ``box``."""
+def orthogonal_views(image: sitk.Image, result: SegmentationResult) -> List[View]:
+    """The axial, coronal and sagittal views of the overview (see the module docstring).
+
+    Parameters
+    ----------
+    image : sitk.Image
+        The input volume (channel 0), on the result's grid.
+    result : SegmentationResult
+        Its labels colour the first picture row (label values without a class entry in
+        ``UNLISTED_COLOR``), its uncertainty in [0, 1] the second.
+    """
+    img = _orient_canonical(sitk.Cast(image, sitk.sitkFloat32))
+    a = sitk.GetArrayFromImage(img)
+    l = sitk.GetArrayFromImage(_orient_canonical(result.labels)).astype(np.int64)
+    u = np.nan_to_num(sitk.GetArrayFromImage(_orient_canonical(result.uncertainty)), nan=0.0)
+    sx, sy, sz = img.GetSpacing()
+
+    if np.any(l > 0):
+        # Slice through the centre of mass of the largest class's voxels.
+        vals, counts = np.unique(l[l > 0], return_counts=True)
+        zyx = np.argwhere(l == vals[np.argmax(counts)]).mean(axis=0).round().astype(int)
+    else:
+        zyx = np.array(a.shape) // 2
+    z, y, x = (int(v) for v in zyx)
+
+    top = max([c.label for c in result.classes] + [int(l.max()), 1])
+    colors = np.tile(np.asarray(UNLISTED_COLOR, dtype=float), (top + 1, 1))
+    for c in result.classes:
+        colors[c.label] = c.color
+    lo, hi = _window(a)
+    # (slice of a (Z, Y, X) array, row spacing, column spacing, name, flip rows so superior is up)
+    cuts = [
+        (lambda v: v[z], sy, sx, f"axial z={z}", False),
+        (lambda v: v[:, y, :], sz, sx, f"coronal y={y}", True),
+        (lambda v: v[:, :, x], sz, sy, f"sagittal x={x}", True),
+    ]
+    views = []
+    for take, row_mm, col_mm, name, flip in cuts:
+        sl_a, sl_l, sl_u = take(a), take(l), take(u)
+        if flip:
+            sl_a, sl_l, sl_u = sl_a[::-1], sl_l[::-1], sl_u[::-1]
+        grey = np.repeat(np.nan_to_num((sl_a - lo) / (hi - lo), nan=0.0)[..., None], 3, axis=-1)
+        labelled = _blend(grey, colors[np.clip(sl_l, 0, top)], sl_l > 0, LABEL_ALPHA)
+        uncertain = _blend(grey, inferno(sl_u), sl_u >= UNCERTAINTY_FLOOR, UNCERTAINTY_ALPHA)
+        views.append(View(name, labelled, uncertain, float(row_mm), float(col_mm)))
+    return views
+
+
+def fit_to_box(rgb: np.ndarray, row_mm: float, col_mm: float, box: Tuple[int, int]) -> Image.Image:
+    """A Pillow image of ``rgb`` (H, W, 3 in [0, 1]) scaled (nearest neighbour) so that each
+    pixel keeps its physical shape (``row_mm`` high, ``col_mm`` wide) and the slice fills the
+    ``box`` (width, height in pixels) in one direction."""
     h, w = rgb.shape[:2]
     scale = min(box[0] / (w * col_mm), box[1] / (h * row_mm))
     size = (max(1, round(w * col_mm * scale)), max(1, round(h * row_mm * scale)))
@@ -65,9 +132,40 @@ def _fit(rgb: np.ndarray, row_mm: float, col_mm: float, box: Tuple[int, int]):
     return img.resize(size, Image.NEAREST)
 
 
-def _centred_text(draw, x_centre: float, y: float, text: str, font) -> None:
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)  # scalable font (Pillow >= 10.1 with FreeType)
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def _text_width(draw, text: str, font) -> int:
     left, _, right, _ = draw.textbbox((0, 0), text, font=font)
-    draw.text((x_centre - (right - left) / 2, y), text, fill=(0, 0, 0), font=font)
+    return right - left
+
+
+def _shorten(draw, text: str, font, width: int) -> str:
+    if _text_width(draw, text, font) <= width:
+        return text
+    while text and _text_width(draw, text + "...", font) > width:
+        text = text[:-1]
+    return text + "..."
+
+
+def _centred_text(draw, x_centre: float, y: float, text: str, font) -> None:
+    draw.text((x_centre - _text_width(draw, text, font) / 2, y), text, fill=(0, 0, 0), font=font)
+
+
+def _legend_entries(result: SegmentationResult, labels: sitk.Image) -> List[Tuple[tuple, str]]:
+    """(RGB in [0, 1], text) per class, then one entry for label values without a class."""
+    entries = [(tuple(c.color), c.name) for c in result.classes]
+    known = {c.label for c in result.classes}
+    present = np.unique(sitk.GetArrayViewFromImage(labels))
+    unlisted = [int(v) for v in present if v > 0 and int(v) not in known]
+    if unlisted:
+        shown = ", ".join(map(str, unlisted[:5])) + (", ..." if len(unlisted) > 5 else "")
+        entries.append((UNLISTED_COLOR, f"no class: label {shown}"))
+    return entries
 
 
 def write_overview_png(
@@ -77,7 +175,7 @@ def write_overview_png(
     *,
     title: Optional[str] = None,
 ) -> Path:
-    """Write the overview picture (about 1100 x 720 pixels); returns its path.
+    """Write the overview picture (about 1200 x 670 pixels); returns its path.
 
     Parameters
     ----------
@@ -89,59 +187,42 @@ def write_overview_png(
     title : str, optional
         Heading; by default the method, the number of instances and the run time.
     """
-    img = _orient_canonical(sitk.Cast(image, sitk.sitkFloat32))
-    a = sitk.GetArrayFromImage(img)
-    l = sitk.GetArrayFromImage(_orient_canonical(result.labels))
-    u = sitk.GetArrayFromImage(_orient_canonical(result.uncertainty))
-    sx, sy, sz = img.GetSpacing()
+    views = orthogonal_views(image, result)
+    small, large = _font(13), _font(17)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    entries = _legend_entries(result, result.labels)
 
-    if np.any(l):
-        # Slice through the centre of mass of the largest class's voxels.
-        vals, counts = np.unique(l[l > 0], return_counts=True)
-        zyx = np.argwhere(l == vals[np.argmax(counts)]).mean(axis=0).round().astype(int)
-    else:
-        zyx = np.array(a.shape) // 2
-    z, y, x = (int(v) for v in zyx)
-
-    max_label = max([c.label for c in result.classes] + [int(l.max()), 1])
-    colors = np.zeros((max_label + 1, 3))
-    for c in result.classes:
-        colors[c.label] = c.color
-
-    # (slice of a (Z, Y, X) array, row spacing, column spacing, name, flip rows so superior is up)
-    views = [
-        (lambda v: v[z], sy, sx, f"axial z={z}", False),
-        (lambda v: v[:, y, :], sz, sx, f"coronal y={y}", True),
-        (lambda v: v[:, :, x], sz, sy, f"sagittal x={x}", True),
-    ]
-    lo, hi = _window(a)
     pw, ph = PANEL_PX
     margin, title_h, caption_h = 24, 56, 22
-    width = 3 * pw + 4 * margin + 110  # room on the right for the colour bar
-    height = title_h + 2 * (caption_h + ph + margin)
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    row_h = caption_h + ph + margin
+    names_w = max([_text_width(measure, _shorten(measure, t, small, LEGEND_MAX_NAME_PX), small) for _, t in entries] + [0])
+    side_w = max(110, names_w + 20 + margin)  # legend beside the first row, colour bar beside the second
+    panels_w = 3 * pw + 4 * margin
+    canvas = Image.new("RGB", (panels_w + side_w, title_h + 2 * row_h), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    small, large = _font(13), _font(17)
 
-    for col, (take, row_mm, col_mm, name, flip) in enumerate(views):
-        sl_a, sl_l, sl_u = take(a), take(l), take(u)
-        if flip:
-            sl_a, sl_l, sl_u = sl_a[::-1], sl_l[::-1], sl_u[::-1]
-        grey = np.repeat(((sl_a - lo) / (hi - lo))[..., None], 3, axis=-1)
-        labelled = _blend(grey, colors[np.clip(sl_l, 0, max_label)], sl_l > 0, LABEL_ALPHA)
-        uncertain = _blend(grey, inferno(sl_u), sl_u >= UNCERTAINTY_FLOOR, UNCERTAINTY_ALPHA)
+    for col, view in enumerate(views):
         x0 = margin + col * (pw + margin)
-        for row, (rgb, caption) in enumerate(((labelled, name), (uncertain, f"uncertainty, {name}"))):
-            y0 = title_h + row * (caption_h + ph + margin)
-            tile = _fit(rgb, row_mm, col_mm, PANEL_PX)
+        for row, (rgb, caption) in enumerate(((view.labelled, view.name), (view.uncertain, f"uncertainty, {view.name}"))):
+            tile = fit_to_box(rgb, view.row_mm, view.col_mm, PANEL_PX)
             # Centred in its box, the caption just above the slice.
-            tx, ty = x0 + (pw - tile.width) // 2, y0 + caption_h + (ph - tile.height) // 2
+            tx, ty = x0 + (pw - tile.width) // 2, title_h + row * row_h + caption_h + (ph - tile.height) // 2
             canvas.paste(tile, (tx, ty))
             _centred_text(draw, x0 + pw / 2, ty - caption_h + 4, caption, small)
 
+    # Legend: a coloured square and a name per class, as many as the first row's height holds.
+    fits = (row_h + caption_h) // LEGEND_ROW_PX
+    if len(entries) > fits:
+        entries = entries[: fits - 1] + [(None, f"+{len(entries) - fits + 1} more classes")]
+    lx, ly = panels_w, title_h - caption_h
+    for color, text in entries:
+        if color is not None:
+            draw.rectangle((lx, ly + 2, lx + 13, ly + 14), fill=tuple(int(round(255 * v)) for v in color), outline=(0, 0, 0))
+        draw.text((lx + 19, ly), _shorten(draw, text, small, LEGEND_MAX_NAME_PX), fill=(0, 0, 0), font=small)
+        ly += LEGEND_ROW_PX
+
     # Colour bar of the uncertainty map, beside the second row.
-    bx, bw = 3 * pw + 4 * margin, 16
-    by0 = title_h + caption_h + ph + margin + caption_h
+    bx, bw, by0 = panels_w, 16, title_h + row_h + caption_h
     bar = Image.fromarray((inferno(np.linspace(1, 0, ph))[:, None, :].repeat(bw, axis=1) * 255).astype(np.uint8), "RGB")
     canvas.paste(bar, (bx, by0))
     draw.rectangle((bx, by0, bx + bw - 1, by0 + ph - 1), outline=(0, 0, 0))
@@ -157,19 +238,9 @@ def write_overview_png(
     label = label.rotate(90, expand=True)
     canvas.paste(label, (bx + bw + 36, by0 + (ph - label.height) // 2))
 
-    # Legend: one coloured square and name per class, top right.
-    ly = 8
-    for c in result.classes:
-        rgb = tuple(int(round(255 * v)) for v in c.color)
-        left, _, right, _ = draw.textbbox((0, 0), c.name, font=small)
-        lx = width - margin - (right - left) - 20
-        draw.rectangle((lx, ly + 2, lx + 13, ly + 14), fill=rgb, outline=(0, 0, 0))
-        draw.text((lx + 19, ly), c.name, fill=(0, 0, 0), font=small)
-        ly += 19
-
     prov = result.provenance
     heading = title or f"MedSegAI {prov.method}: {len(result.instance_table)} instances, {prov.wall_time_s:.1f} s"
-    _centred_text(draw, (3 * pw + 4 * margin) / 2, 14, heading, large)
+    _centred_text(draw, panels_w / 2, 14, heading, large)
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
