@@ -29,14 +29,16 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_paths import HIPPOCAMPUS, REPO  # noqa: E402
+
 sys.path.insert(0, str(REPO))
 
 from MedSegAILib.methods.atlas.fusion import fuse  # noqa: E402
 from MedSegAILib.methods.atlas.library import load_atlas_library  # noqa: E402
 from MedSegAILib.methods.atlas.segmentation import DEFAULTS, multi_atlas_segmentation  # noqa: E402
 
-DATA = Path(os.environ.get("MEDSEGAI_SHARED_DATA", REPO.parent / "shared" / "data")) / "hippocampus"
+DATA = HIPPOCAMPUS
 RULES = ("majority", "staple", "bayesian", "local")
 SITK_RULES = ("sitk_LabelVoting", "sitk_MultiLabelSTAPLE")
 

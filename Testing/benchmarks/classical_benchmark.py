@@ -44,13 +44,14 @@ import numpy as np
 import SimpleITK as sitk
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
+from bench_paths import REPO, SHARED_DATA  # noqa: E402
+
+sys.path.insert(0, str(REPO))
 
 from classical_seeds import scribble_seeds  # noqa: E402
 
-DATA = Path(os.environ.get("MEDSEGAI_SHARED_DATA", REPO.parent / "shared" / "data"))
+DATA = SHARED_DATA
 WORK = HERE / "work" / "classical"
 PEER_VENV = REPO / ".venv-peers" / "growcut"
 NOISE_HU = (0, 25, 50, 100, 200)

@@ -33,9 +33,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_paths import HIPPOCAMPUS, REPO  # noqa: E402
+
+sys.path.insert(0, str(REPO))
 
 from MedSegAILib.measure.metrics import evaluate_labelmaps  # noqa: E402
 from MedSegAILib.methods.deep.inference import segment_with_model  # noqa: E402
@@ -43,7 +44,7 @@ from MedSegAILib.methods.deep.model_store import load_model  # noqa: E402
 from MedSegAILib.methods.deep.onnx_runtime import export_status, load_onnx_model  # noqa: E402
 from MedSegAILib.uncertainty.calibration import error_detection_auroc, expected_calibration_error, structure_region  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "hippocampus"
+DATA = HIPPOCAMPUS
 DOCS = REPO / "docs" / "benchmarks"
 # Validation Dice against CPU seconds of a MedSegAI run trained from scratch beside the peer,
 # each on one thread (copied from that run's training_history.json).

@@ -41,14 +41,14 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_paths import HIPPOCAMPUS, REPO  # noqa: E402
+from deep_recipe import recipe_command  # noqa: E402
+
 sys.path.insert(0, str(REPO))
 from MedSegAILib.measure.metrics import evaluate_labelmaps  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from deep_recipe import recipe_command  # noqa: E402
-
-DATA = REPO.parent / "shared" / "data" / "hippocampus"
+DATA = HIPPOCAMPUS
 VENV = REPO / ".venv-peers" / "nnunet"
 WORK = REPO / "Testing" / "benchmarks" / "work" / "nnunet"
 DATASET = "Dataset004_Hippocampus"
