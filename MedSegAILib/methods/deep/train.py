@@ -167,26 +167,35 @@ def _validate(net, val_data, plan: Plan, device: str) -> np.ndarray:
     return np.mean(dices, axis=0)
 
 
-def plot_learning_curves(history: List[dict], path: Path) -> None:
-    import matplotlib
+def plot_learning_curves(history: List[dict], path: Path, averaged: Optional[dict] = None) -> None:
+    """Training loss and validation mean Dice per epoch as a PNG.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    ``averaged`` ({"first_epoch", "last_epoch", "mean_dice"}) marks the epochs whose weights
+    were averaged and the averaged model's validation Dice.
+    """
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
 
     ep = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    ax = fig.subplots(1, 2)
     ax[0].plot(ep, [h["train_loss"] for h in history])
     ax[0].set_xlabel("epoch")
     ax[0].set_ylabel("training loss")
     val = [(h["epoch"], h["val_mean_dice"]) for h in history if h.get("val_mean_dice") is not None]
     if val:
-        ax[1].plot(*zip(*val), marker=".")
+        ax[1].plot(*zip(*val), marker=".", label="each epoch")
+    if averaged:
+        for a in ax:
+            a.axvspan(averaged["first_epoch"], averaged["last_epoch"], color="tab:green", alpha=0.12, lw=0)
+        if averaged.get("mean_dice") is not None:
+            ax[1].hlines(averaged["mean_dice"], averaged["first_epoch"], averaged["last_epoch"], color="tab:green", lw=2,
+                         label=f"average of the shaded epochs' weights: {averaged['mean_dice']:.4f}")
+        ax[1].legend(fontsize=8, loc="lower right")
     ax[1].set_xlabel("epoch")
     ax[1].set_ylabel("validation mean Dice")
     ax[1].grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _init_from(net, plan: Plan, model, val_names, log) -> dict:
@@ -408,7 +417,6 @@ def train(
         ckpt_j.write_text(json.dumps(state, indent=1))
         log(json.dumps(rec))
 
-    plot_learning_curves(state["history"], out / "learning_curves.png")
     # Loss and validation Dice per epoch with wall and CPU seconds: kept beside the model.
     (out / "training_history.json").write_text(json.dumps(state["history"], indent=0))
     best = max((h for h in state["history"] if h.get("val_mean_dice") is not None), key=lambda h: h["val_mean_dice"], default=None)
@@ -451,6 +459,7 @@ def train(
             per_class = _validate(net, val_data, plan, device)
             card["validation"].update(dice_per_class=[round(float(d), 4) for d in per_class], mean_dice=round(float(per_class.mean()), 4))
         summary = f"weights averaged over epochs {averaged[0]}-{averaged[-1]}: validation mean Dice {card['validation']['mean_dice']} (best single epoch {state.get('best_epoch')}: {best['val_mean_dice'] if best else None})"
+        plot_learning_curves(state["history"], out / "learning_curves.png", {"first_epoch": averaged[0], "last_epoch": averaged[-1], "mean_dice": card["validation"]["mean_dice"]})
     else:
         if opt.average_from is not None:
             log(f"no epoch reached {opt.average_from} of the schedule, so no weights were averaged; the best epoch's weights are kept")
@@ -459,6 +468,7 @@ def train(
 
         weights = st.load_file(str(out / "model.safetensors")) if (out / "model.safetensors").exists() else net.state_dict()
         summary = f"best validation mean Dice {card['validation']['mean_dice']} at epoch {card['validation']['best_epoch']}"
+        plot_learning_curves(state["history"], out / "learning_curves.png")
     save_model(out, weights, plan, card)
     if opt.onnx_export:
         _export_onnx_after_training(out, log)
