@@ -4,8 +4,9 @@ Written for CPUs as much as GPUs: the whole (preprocessed) dataset is held in me
 learning rate follows nnU-Net's polynomial decay over a wall-clock budget or an epoch count,
 validation runs full-volume sliding-window inference on a fixed split, and the best model by
 validation Dice is kept, or, with weight averaging (``average_from``), the mean of the weights
-of the epochs in the last part of the schedule. Everything is seeded. Checkpoints (weights and optimiser state as
-safetensors, counters as JSON) allow resuming; no pickle is written or read.
+of the epochs in the last part of the schedule. Everything is seeded. Checkpoints (weights,
+optimiser state and the running weight average as safetensors, counters as JSON) allow
+resuming; no pickle is written or read.
 """
 
 from __future__ import annotations
