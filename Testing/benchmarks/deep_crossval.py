@@ -36,9 +36,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_paths import REPO  # noqa: E402
+
+sys.path.insert(0, str(REPO))
 
 from deep_benchmark import DATA, DOCS, class_dice, read_case  # noqa: E402
 from deep_recipe import recipe_command  # noqa: E402

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-REPO = Path(__file__).resolve().parents[2]
+from bench_paths import REPO
 CLASS_NAMES = "Anterior hippocampus,Posterior hippocampus"
 
 
