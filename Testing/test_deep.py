@@ -34,6 +34,14 @@ def tiny_dataset(tmp_path_factory, shared_data):
 
 
 @pytest.fixture(scope="module")
+def tiny_fingerprint(tiny_dataset):
+    """The ten cases' dataset fingerprint (spacings, sizes, intensities), from which plans are made."""
+    from MedSegAILib.methods.deep.dataset import fingerprint, read_dataset
+
+    return fingerprint(read_dataset(tiny_dataset))
+
+
+@pytest.fixture(scope="module")
 def tiny_model(tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("model") / "tiny"
     opts = TrainOptions(features=[8, 16, 32], epochs=6, batch_size=2, val_cases=2, augment=0.0, lr=3e-3, threads=2, seed=1)
@@ -160,13 +168,12 @@ def test_cross_validation_folds_partition_the_shared_cases(shared_data):
     assert sorted(c.name for b in blocks for c in b) == sorted(c.name for c in cases)
 
 
-def test_full_resolution_level_plan_and_network(tiny_dataset):
+def test_full_resolution_level_plan_and_network(tiny_fingerprint):
     """With a full-resolution first level the total stride halves and the first unit keeps the size."""
-    from MedSegAILib.methods.deep.dataset import fingerprint, read_dataset
     from MedSegAILib.methods.deep.networks import build_network
     from MedSegAILib.methods.deep.plan import Plan, make_plan
 
-    fp = fingerprint(read_dataset(tiny_dataset))
+    fp = tiny_fingerprint
     half = make_plan(fp, features=[8, 16, 32, 64])
     full = make_plan(fp, features=[8, 16, 32, 64], full_resolution_level=True)
     assert (half.stride, full.stride) == (8, 4)
@@ -186,18 +193,17 @@ def test_full_resolution_level_plan_and_network(tiny_dataset):
 
 @pytest.mark.parametrize("network", ["unet3d", "unet2d", "unet2.5d"])
 @pytest.mark.parametrize("norm", ["instance", "group", "batch", "layer"])
-def test_every_network_and_normalisation_trains_a_step(tiny_dataset, network, norm):
+def test_every_network_and_normalisation_trains_a_step(tiny_fingerprint, network, norm):
     """Each network kind with each normalisation maps a batch of patches to K logits of the same
     size, with gradients reaching the first layer; group and layer norm are GroupNorm layers
     with 8 and 1 groups. The ASPP and signed-distance variants ride on the 3D runs."""
-    from MedSegAILib.methods.deep.dataset import fingerprint, read_dataset
     from MedSegAILib.methods.deep.losses import build_loss
     from MedSegAILib.methods.deep.networks import build_network
     from MedSegAILib.methods.deep.plan import make_plan
 
     torch.manual_seed(0)
     extra = {"aspp": norm == "instance", "sdf_head": norm == "layer"} if network == "unet3d" else {}
-    plan = make_plan(fingerprint(read_dataset(tiny_dataset)), network=network, norm=norm, features=[8, 16, 32], **extra)
+    plan = make_plan(tiny_fingerprint, network=network, norm=norm, features=[8, 16, 32], **extra)
     net = build_network(plan).train()
     x = torch.randn(2, plan.in_channels, *plan.patch_size_zyx)
     logits = net(x)
@@ -209,17 +215,16 @@ def test_every_network_and_normalisation_trains_a_step(tiny_dataset, network, no
     assert groups == {"group": {8}, "layer": {1}}.get(norm, set())
 
 
-def test_group_norm_with_channels_it_cannot_split_is_refused(tiny_dataset):
-    from MedSegAILib.methods.deep.dataset import fingerprint, read_dataset
+def test_group_norm_with_channels_it_cannot_split_is_refused(tiny_fingerprint):
     from MedSegAILib.methods.deep.networks import build_network
     from MedSegAILib.methods.deep.plan import Plan, make_plan
 
-    plan = make_plan(fingerprint(read_dataset(tiny_dataset)), norm="group", features=[12, 24, 48])
+    plan = make_plan(tiny_fingerprint, norm="group", features=[12, 24, 48])
     with pytest.raises(InputError, match="multiple of 8; the features 12, 24, 48 include 12"):
         build_network(plan)
     # Eight classes split into 8 groups: the plain UNet, as such models were built before the
     # 1x1 head existed, so their weights still load.
-    eight = Plan.from_dict({**make_plan(fingerprint(read_dataset(tiny_dataset)), norm="group", features=[8, 16, 32]).to_dict(), "num_classes": 8})
+    eight = Plan.from_dict({**make_plan(tiny_fingerprint, norm="group", features=[8, 16, 32]).to_dict(), "num_classes": 8})
     assert all(k.startswith("model.") for k in build_network(eight).state_dict())
 
 
@@ -311,18 +316,17 @@ def test_swinunetr_trains_exports_and_segments(tiny_dataset, hippocampus_case, t
     assert np.mean(labels["torch"] == labels["onnx"]) > 0.999
 
 
-def test_swinunetr_without_einops_is_a_clear_error(tiny_dataset, monkeypatch):
+def test_swinunetr_without_einops_is_a_clear_error(tiny_fingerprint, monkeypatch):
     import importlib.util
 
     from MedSegAILib.core.errors import MissingDependencyError
     from MedSegAILib.methods.deep import networks
-    from MedSegAILib.methods.deep.dataset import fingerprint, read_dataset
     from MedSegAILib.methods.deep.plan import make_plan
 
     real = importlib.util.find_spec
     monkeypatch.setattr(networks.importlib.util, "find_spec", lambda name, *a: None if name == "einops" else real(name, *a))
     with pytest.raises(MissingDependencyError, match="SwinUNETR network needs the Python package 'einops'.*medsegai\\[deep\\]"):
-        networks.build_network(make_plan(fingerprint(read_dataset(tiny_dataset)), network="swinunetr"))
+        networks.build_network(make_plan(tiny_fingerprint, network="swinunetr"))
 
 
 def test_tampered_weights_are_refused(tiny_model, damaged_model_copy):
