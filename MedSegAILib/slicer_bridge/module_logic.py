@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ..methods.deep.onnx_runtime import TORCH_STACK
+
 #: Method families in the order the panel shows them.
 FAMILIES = ("classical", "atlas", "deep")
 
@@ -47,11 +49,12 @@ PYMAXFLOW = Requirement(
     "PyMaxflow>=1.3", "maxflow", licence_note="PyMaxflow is GPL-3.0; it is installed on request and not bundled"
 )
 
-#: Packages each family needs beyond numpy/scipy/SimpleITK (which Slicer ships).
+#: Packages each family needs beyond numpy/scipy/SimpleITK (which Slicer ships). The deep
+#: family's are the torch runtime's, as the runtime choice names them (``TORCH_STACK``).
 FAMILY_REQUIREMENTS: Dict[str, Tuple[Requirement, ...]] = {
     "classical": (),
     "atlas": (),
-    "deep": (TORCH, MONAI, SAFETENSORS),
+    "deep": tuple({r.module: r for r in (TORCH, MONAI, SAFETENSORS)}[m] for m in TORCH_STACK),
 }
 #: Methods that need more than their family.
 METHOD_REQUIREMENTS: Dict[str, Tuple[Requirement, ...]] = {
