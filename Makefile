@@ -18,6 +18,7 @@ demo: venv
 	$(BIN)/medsegai demo --output demo_output --overwrite
 
 test: venv
+	$(BIN)/ruff check MedSegAI MedSegAILib
 	$(BIN)/python -m pytest -q Testing
 
 benchmarks: venv

@@ -1,24 +1,32 @@
 """MedSegAI: a Slicer panel over MedSegAILib (classical, atlas and deep segmentation).
 
-The panel is thin on purpose: every decision (which packages a method needs, the command line
-of a run, reading results into nodes) lives in ``MedSegAILib.slicer_bridge`` where pytest
-covers it. Long work runs in a separate ``PythonSlicer -m MedSegAILib.cli segment`` process,
-so Slicer stays responsive and Cancel can stop it without touching the scene.
+The panel is a thin adapter. Every decision lives in MedSegAILib, where pytest drives it with
+real processes and real files:
+
+- the settings of a run, their parameter-node fields and their command line come from one
+  definition (``MedSegAILib.runs.settings``);
+- the run's life cycle (work folder, command, progress, log, cancel of the whole process tree,
+  failed start, crash, finish) is ``MedSegAILib.runs.runner.SegmentationRun``; this file only
+  supplies a QProcess adapter (:class:`MedSegAIProcess`) and ``QTimer.singleShot`` as its
+  event loop, so nothing is done inside a Qt signal;
+- which packages a run needs is ``MedSegAILib.runs.requirements``;
+- nodes to files and a finished case into the scene is ``MedSegAILib.slicer_bridge.scene_io``.
 
 Only Slicer's own modules are imported at module scope; MedSegAILib and its optional
-dependencies (torch, MONAI, PyMaxflow) are imported when first needed.
+dependencies are imported when first needed. Everything here parses and runs on Python 3.9
+(Slicer 5.8, the oldest supported release).
 """
 
-import json
+import functools
+import importlib
 import logging
 import os
-import pathlib
 import shutil
 import sys
 import tempfile
+import time
 from typing import Annotated, Optional
 
-import ctk
 import qt
 import vtk
 
@@ -61,14 +69,14 @@ class MedSegAI(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("MedSegAI")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
-        self.parent.dependencies = []  # PyTorch (for deep methods) is an extension dependency
+        self.parent.dependencies = []  # PyTorch (for some deep runs) is an extension dependency
         self.parent.contributors = ["MedSegAI project"]
         self.parent.helpText = _(
             "Segment images with classical, atlas-based or deep-learning methods. Each run gives a "
             "segmentation with one segment per object (named, coloured, with standard terminology), a "
             "per-voxel uncertainty map and a table of object measurements; surfaces can be exported "
-            "as STL or OBJ. Research use only; not a medical device. "
-            '<a href="https://github.com/medsegai/MedSegAI#medsegai-in-3d-slicer">Documentation</a>.'
+            "as STL or OBJ. Requires Slicer 5.8 or later. Research use only; not a medical device. "
+            '<a href="https://github.com/medsegai/SlicerMedSegAI#medsegai-in-3d-slicer">Documentation</a>.'
         )
         self.parent.acknowledgementText = _(
             "Sample data: Medical Segmentation Decathlon, Task04 Hippocampus (Vanderbilt University "
@@ -83,16 +91,22 @@ class MedSegAI(ScriptedLoadableModule):
 
 
 def registerSampleData():
-    """Register the bundled hippocampus cases (file URIs with SHA-256 checksums) with Sample Data."""
+    """Register the bundled hippocampus cases (file URIs with SHA-256 checksums) with Sample Data.
+
+    ``registerCustomSampleDataCategory`` (a display title) exists from Slicer 5.12; on 5.8 and
+    5.10 ``registerCustomSampleDataSource`` creates the category under its own name.
+    """
     import SampleData
 
     _ensureLibraryOnPath()
-    from MedSegAILib.slicer_bridge.module_logic import file_uri, sample_cases
+    from MedSegAILib.resources import file_uri, sample_cases
 
+    logic = SampleData.SampleDataLogic
+    if hasattr(logic, "registerCustomSampleDataCategory"):
+        logic.registerCustomSampleDataCategory("MedSegAI", _("MedSegAI"))
     iconsPath = os.path.join(os.path.dirname(__file__), "Resources", "Icons")
-    SampleData.SampleDataLogic.registerCustomSampleDataCategory("MedSegAI", title=_("MedSegAI"))
     for case in sample_cases():
-        SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        logic.registerCustomSampleDataSource(
             category="MedSegAI",
             sampleName=case.name,
             thumbnailFileName=os.path.join(iconsPath, "MedSegAI.png"),
@@ -105,46 +119,49 @@ def registerSampleData():
 
 
 #
-# MedSegAIParameterNode
+# MedSegAIParameterNode: built from the one definition of a run's settings
 #
 
 
-@parameterNodeWrapper
-class MedSegAIParameterNode:
-    """Everything the panel shows; saved with the scene.
+@functools.lru_cache(maxsize=None)
+def parameterNodeClass():
+    """The ``parameterNodeWrapper`` class of the panel, one field per
+    ``MedSegAILib.runs.settings.PANEL_FIELDS`` entry (type, default, range, choices).
 
-    Fields bound to .ui widgets through their SlicerParameterName property, except those in
-    MedSegAIWidget.MANUALLY_BOUND_PARAMETERS (combos filled from the method registry and the
-    per-method parameter form).
+    Folder paths are ``str`` fields ("" when unset) bound by hand to their ctkPathLineEdit:
+    the wrapper binds that widget to ``pathlib.Path`` only, whose empty value shows as ".".
     """
+    _ensureLibraryOnPath()
+    from MedSegAILib.runs.settings import PANEL_FIELDS
 
-    inputVolume: vtkMRMLScalarVolumeNode
-    extraChannel1: vtkMRMLScalarVolumeNode
-    extraChannel2: vtkMRMLScalarVolumeNode
-    methodFamily: str = "classical"
-    method: str = "otsu"
-    methodParameters: str = "{}"
-    model: str = ""
-    modelFolder: pathlib.Path
-    atlasFolder: pathlib.Path
-    seedSegmentation: vtkMRMLSegmentationNode
-    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
-    minIslandMm3: Annotated[float, WithinRange(0.0, 1.0e6)] = 0.0
-    keepLargest: bool = False
-    keepFraction: Annotated[float, WithinRange(0.0, 1.0)] = 0.0
-    fillHoles: bool = False
-    connectivity: Annotated[int, Choice([26, 6])] = 26
-    radiomics: bool = True
-    outputSegmentation: vtkMRMLSegmentationNode
-    surfaceFormat: Annotated[str, Choice(["stl", "obj"])] = "stl"
-    surfaceSmoothing: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
-    surfaceCoordinates: Annotated[str, Choice(["LPS", "RAS"])] = "LPS"
-    surfaceFolder: pathlib.Path
+    basic = {"str": str, "path": str, "int": int, "float": float, "bool": bool}
+    annotations, namespace = {}, {}
+    for f in PANEL_FIELDS:
+        if f.kind == "volume":
+            annotations[f.name] = Optional[vtkMRMLScalarVolumeNode]
+            namespace[f.name] = None
+            continue
+        if f.kind == "segmentation":
+            annotations[f.name] = Optional[vtkMRMLSegmentationNode]
+            namespace[f.name] = None
+            continue
+        extras = []
+        if f.choices:
+            extras.append(Choice(list(f.choices)))
+        if f.minimum is not None and f.maximum is not None:
+            extras.append(WithinRange(f.minimum, f.maximum))
+        annotations[f.name] = Annotated[tuple([basic[f.kind], *extras])] if extras else basic[f.kind]
+        namespace[f.name] = f.default
+    namespace["__annotations__"] = annotations
+    namespace["__module__"] = __name__
+    namespace["__doc__"] = "Everything the panel shows; saved with the scene (fields from MedSegAILib.runs.settings)."
+    return parameterNodeWrapper(type("MedSegAIParameterNode", (), namespace))
 
 
-def _pathText(path) -> str:
-    text = str(path) if path is not None else ""
-    return "" if text in ("", ".") else text
+#: Fields the widget keeps in sync itself (combos filled from the registry, the parameter form,
+#: and the folder paths); every other field is bound through its widget's SlicerParameterName.
+MANUALLY_BOUND_PARAMETERS = ("methodFamily", "method", "methodParameters", "model", "modelFolder", "atlasFolder", "surfaceFolder")
+PATH_WIDGETS = {"modelFolder": "modelFolderPathLineEdit", "atlasFolder": "atlasFolderPathLineEdit", "surfaceFolder": "surfaceFolderPathLineEdit"}
 
 
 #
@@ -153,9 +170,6 @@ def _pathText(path) -> str:
 
 
 class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    #: Parameter node fields the widget keeps in sync itself (not through SlicerParameterName).
-    MANUALLY_BOUND_PARAMETERS = ("methodFamily", "method", "methodParameters", "model")
-
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -163,7 +177,9 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._parameterWidgets = {}
+        self._formMethod = None
         self._updatingGui = False
+        self._lastNodes = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -173,9 +189,6 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
         self.logic = MedSegAILogic()
-        self.logic.progressCallback = self.onProgress
-        self.logic.finishedCallback = self.onFinished
-
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
@@ -183,24 +196,27 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.methodFamilyComboBox.connect("currentIndexChanged(int)", self.onMethodFamilyChanged)
         self.ui.methodComboBox.connect("currentIndexChanged(int)", self.onMethodChanged)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        for name, widget in PATH_WIDGETS.items():
+            getattr(self.ui, widget).connect("currentPathChanged(QString)", functools.partial(self.onPathChanged, name))
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.exportSurfacesButton.connect("clicked(bool)", self.onExportSurfaces)
-        self.ui.deviceInfoLabel.text = self.logic.deviceDescription()
+        self.ui.showTableButton.connect("clicked(bool)", self.onShowTable)
+        self.ui.outputSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.ui.show3DButton.setSegmentationNode)
+        self.ui.deviceInfoLabel.text = _(self.logic.deviceDescription())
+        self.ui.progressBar.visible = False
 
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
         self.logic.cancel()
         self.removeObservers()
+        self._disconnectParameterNode()
 
     def enter(self) -> None:
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
+        self._disconnectParameterNode()
 
     def onSceneStartClose(self, caller, event) -> None:
         self.logic.cancel()
@@ -212,33 +228,57 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
+        p = self._parameterNode
+        if not p.inputVolume:
             firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
             if firstVolumeNode:
-                self._parameterNode.inputVolume = firstVolumeNode
+                p.inputVolume = firstVolumeNode
+        # A combo the user never touches still decides the run: write its value into the node.
+        models = [self.ui.modelComboBox.itemData(i) for i in range(self.ui.modelComboBox.count)]
+        if models and p.model not in models:
+            p.model = models[0]
 
-    def setParameterNode(self, inputParameterNode: Optional[MedSegAIParameterNode]) -> None:
+    def _widgetsBoundByName(self):
+        """{field: widget} for every .ui widget with a SlicerParameterName property."""
+        out = {}
+        for widget in vars(self.ui).values():
+            name = widget.property("SlicerParameterName") if hasattr(widget, "property") else None
+            if name:
+                out[str(name)] = widget
+        return out
+
+    def _disconnectParameterNode(self) -> None:
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            if self._parameterNodeGuiTag is not None:
+                self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        self._disconnectParameterNode()
         self._parameterNode = inputParameterNode
         if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            # connectParametersToGui returns its tag on every release (connectGui only from 5.10).
+            self._parameterNodeGuiTag = self._parameterNode.connectParametersToGui(self._widgetsBoundByName())
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
             self._updateGui()
 
     # --- method choice and its parameters ---------------------------------------------------
 
     def _fillMethodCombos(self) -> None:
-        from MedSegAILib.slicer_bridge.module_logic import methods_by_family
+        from MedSegAILib.runs.model_choices import shipped_model_choices
+        from MedSegAILib.runs.requirements import methods_by_family
 
         self._methods = methods_by_family()
         self.ui.methodFamilyComboBox.clear()
         for family in self._methods:
             self.ui.methodFamilyComboBox.addItem(_(family.capitalize()), family)
+        self._modelSummaries = {}
         self.ui.modelComboBox.clear()
-        for name in self.logic.shippedModels():
-            self.ui.modelComboBox.addItem(name, name)
+        for choice in shipped_model_choices():
+            self.ui.modelComboBox.addItem(choice.name, choice.name)
+            self.ui.modelComboBox.setItemData(self.ui.modelComboBox.count - 1, choice.summary, qt.Qt.ToolTipRole)
+            self._modelSummaries[choice.name] = choice.summary
 
     def _updateGui(self, caller=None, event=None) -> None:
         """Parameter node -> the manually bound widgets, and the Apply/Export states."""
@@ -255,17 +295,24 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if methodIndex >= 0 and methodIndex != self.ui.methodComboBox.currentIndex:
                 self.ui.methodComboBox.currentIndex = methodIndex
             modelIndex = self.ui.modelComboBox.findData(p.model)
-            if modelIndex >= 0:
+            if modelIndex >= 0 and modelIndex != self.ui.modelComboBox.currentIndex:
                 self.ui.modelComboBox.currentIndex = modelIndex
+            for name, widget in PATH_WIDGETS.items():
+                edit = getattr(self.ui, widget)
+                if edit.currentPath != getattr(p, name):
+                    edit.currentPath = getattr(p, name)
             self._buildParameterForm()
             spec = self._currentSpec()
             needs = spec.needs if spec else ()
-            deep = spec is not None and spec.family == "deep"
             self.ui.modelComboBox.enabled = "model" in needs
             self.ui.modelFolderPathLineEdit.enabled = "model" in needs
+            self.ui.modelDescriptionLabel.visible = "model" in needs
+            self.ui.modelDescriptionLabel.text = (
+                _("Own model folder: {folder}").format(folder=p.modelFolder) if p.modelFolder else self._modelSummaries.get(p.model, "")
+            )
             self.ui.atlasFolderPathLineEdit.enabled = "atlases" in needs
             self.ui.seedSegmentationSelector.enabled = "seeds" in needs
-            self.ui.deviceComboBox.enabled = deep
+            self.ui.deviceComboBox.enabled = spec is not None and spec.family == "deep"
             self.ui.methodDescriptionLabel.text = spec.summary if spec else ""
         finally:
             self._updatingGui = False
@@ -283,14 +330,8 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             ready = bool(p and p.inputVolume)
             self.ui.applyButton.enabled = ready
             self.ui.applyButton.toolTip = _("Run the segmentation in the background.") if ready else _("Select an input volume.")
-        self.ui.exportSurfacesButton.enabled = bool(p and self._segmentationToExport() and _pathText(p.surfaceFolder)) and not running
-
-    def _segmentationToExport(self):
-        """The chosen output segmentation, else the one the last run created (never reused as output)."""
-        if self._parameterNode and self._parameterNode.outputSegmentation:
-            return self._parameterNode.outputSegmentation
-        last = self.logic.lastNodes.segmentation if self.logic.lastNodes else None
-        return last if last is not None and last.GetScene() is not None else None
+        self.ui.exportSurfacesButton.enabled = bool(p and p.surfaceSegmentation and p.surfaceFolder) and not running
+        self.ui.showTableButton.enabled = bool(self._lastNodes and self._lastNodes.table and self._lastNodes.table.GetScene())
 
     def _fillMethodsOfFamily(self, family: str) -> None:
         names = [s.name for s in self._methods.get(family, [])]
@@ -335,16 +376,22 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._parameterNode.model = self.ui.modelComboBox.itemData(index)
 
+    def onPathChanged(self, name: str, path) -> None:
+        if self._updatingGui or self._parameterNode is None:
+            return
+        setattr(self._parameterNode, name, str(path or "").strip())
+
     def _buildParameterForm(self) -> None:
-        """One widget per parameter of the current method (types from the method's defaults)."""
-        from MedSegAILib.slicer_bridge.module_logic import parameter_kind, parameter_label, parameters_from_json
+        """One labelled widget per parameter of the current method, with the method's own
+        label, unit, tooltip, range and choices (``MethodSpec.parameter``)."""
+        from MedSegAILib.runs.settings import parameters_from_json
 
         spec = self._currentSpec()
         if spec is None:
             return
         values = parameters_from_json(self._parameterNode.methodParameters, spec.name)
         layout = self.ui.parametersCollapsibleButton.layout()
-        if set(self._parameterWidgets) != set(values) or getattr(self, "_formMethod", None) != spec.name:
+        if self._formMethod != spec.name:
             while layout.count():
                 item = layout.takeAt(0)
                 if item.widget():
@@ -352,24 +399,33 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterWidgets = {}
             self._formMethod = spec.name
             for name, default in spec.defaults.items():
-                widget = self._parameterWidget(parameter_kind(default), name)
-                layout.addRow(_(parameter_label(name)) + ":", widget)
+                info = spec.parameter(name)
+                widget = self._parameterWidget(name, default, info)
+                widget.toolTip = _(info.help)
+                label = _(info.label) + (f" ({info.unit})" if info.unit else "") + ":"
+                layout.addRow(label, widget)
                 self._parameterWidgets[name] = widget
         for name, widget in self._parameterWidgets.items():
             self._setWidgetValue(widget, values[name])
 
-    def _parameterWidget(self, kind: str, name: str):
-        if kind == "bool":
+    def _parameterWidget(self, name: str, default, info):
+        if isinstance(default, bool):
             widget = qt.QCheckBox()
             widget.connect("toggled(bool)", lambda v, n=name: self._onParameterEdited(n, bool(v)))
-        elif kind == "int":
+        elif info.choices:
+            widget = qt.QComboBox()
+            for choice in info.choices:
+                widget.addItem(str(choice) if choice != "" else _("(none)"), str(choice))
+            widget.connect("currentIndexChanged(int)", lambda i, n=name, w=widget: self._onParameterEdited(n, w.itemData(i)))
+        elif isinstance(default, int):
             widget = qt.QSpinBox()
-            widget.setRange(-1000000, 1000000)
+            widget.setRange(int(info.minimum if info.minimum is not None else 0), int(info.maximum if info.maximum is not None else 1000000))
             widget.connect("valueChanged(int)", lambda v, n=name: self._onParameterEdited(n, int(v)))
-        elif kind == "float":
+        elif isinstance(default, float):
             widget = qt.QDoubleSpinBox()
-            widget.setRange(-1.0e6, 1.0e6)
-            widget.setDecimals(4)
+            widget.setRange(float(info.minimum if info.minimum is not None else 0.0), float(info.maximum if info.maximum is not None else 1.0e6))
+            widget.setDecimals(3)
+            widget.setSingleStep(float(info.step or 0.1))
             widget.connect("valueChanged(double)", lambda v, n=name: self._onParameterEdited(n, float(v)))
         else:
             widget = qt.QLineEdit()
@@ -377,19 +433,21 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return widget
 
     def _setWidgetValue(self, widget, value) -> None:
+        from MedSegAILib.runs.settings import format_parameter
+
         wasBlocked = widget.blockSignals(True)
         if isinstance(widget, qt.QCheckBox):
             widget.checked = bool(value)
+        elif isinstance(widget, qt.QComboBox):
+            widget.currentIndex = max(0, widget.findData(str(value)))
         elif isinstance(widget, (qt.QSpinBox, qt.QDoubleSpinBox)):
             widget.value = value
         else:
-            from MedSegAILib.slicer_bridge.module_logic import format_parameter
-
             widget.text = format_parameter(value)
         widget.blockSignals(wasBlocked)
 
     def _onParameterEdited(self, name: str, value) -> None:
-        from MedSegAILib.slicer_bridge.module_logic import parameters_from_json, parameters_to_json
+        from MedSegAILib.runs.settings import parameters_from_json, parameters_to_json
 
         values = parameters_from_json(self._parameterNode.methodParameters, self._parameterNode.method)
         values[name] = value
@@ -399,38 +457,68 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onApplyButton(self) -> None:
         if self.logic.isRunning():
-            self.logic.cancel()
-            self.ui.statusLabel.text = _("Cancelled; the scene is unchanged.")
-            self.ui.progressBar.visible = False
-            self._updateButtons()
+            self.logic.cancel()  # the run's outcome ("cancelled") arrives through onFinished
             return
+        self.ui.logTextEdit.clear()
         with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
-            p = self._parameterNode
-            if not self.logic.ensureDependencies(p.method, _pathText(p.modelFolder) or p.model, p.methodParameters, p.device):
-                self.ui.statusLabel.text = _("The method's packages are not installed; nothing was run.")
-                return
-            self.ui.progressBar.value = 0
-            self.ui.progressBar.visible = True
-            self.ui.statusLabel.text = _("Starting…")
-            self.logic.start(self._parameterNode)
-        self._updateButtons()
+            try:
+                p = self._parameterNode
+                if not self.logic.ensureDependencies(self.logic.settingsFor(p)):
+                    self.ui.statusLabel.text = _("The method's packages are not installed; nothing was run.")
+                    return
+                self.ui.progressBar.value = 0
+                self.ui.progressBar.visible = True
+                self.ui.statusLabel.text = _("Starting…")
+                self.logic.startRun(p, onProgress=self.onProgress, onLog=self.onLog, onFinished=self.onFinished)
+            except Exception:
+                self.ui.progressBar.visible = False
+                self.ui.statusLabel.text = _("Not started.")
+                raise
+            finally:
+                self._updateButtons()
 
     def onProgress(self, fraction: float, message: str) -> None:
         self.ui.progressBar.value = int(round(100 * fraction))
         self.ui.statusLabel.text = message
 
-    def onFinished(self, ok: bool, message: str) -> None:
+    def onLog(self, line: str, elapsed: float) -> None:
+        self.ui.logTextEdit.appendPlainText(f"[{elapsed:7.1f} s] {line}")
+
+    def onFinished(self, outcome, nodes, loadError) -> None:
+        """Runs after the process's signals have returned (from the run's event loop)."""
         self.ui.progressBar.visible = False
-        self.ui.statusLabel.text = message
-        if not ok and message:
-            slicer.util.errorDisplay(_("Segmentation failed: {message}").format(message=message))
+        if outcome.ok and loadError is None:
+            self._lastNodes = nodes
+            count = nodes.segmentation.GetSegmentation().GetNumberOfSegments()
+            self.ui.statusLabel.text = _("Done in {seconds:.1f} s: {count} segments.").format(seconds=outcome.elapsed_s, count=count)
+            # The result becomes the output: the next Apply replaces its segments.
+            self._parameterNode.outputSegmentation = nodes.segmentation
+            if not self._parameterNode.surfaceSegmentation:
+                self._parameterNode.surfaceSegmentation = nodes.segmentation
+            self.ui.show3DButton.setSegmentationNode(nodes.segmentation)
+            warning = self.logic.segmentCountWarning(count)
+            if warning:
+                slicer.util.warningDisplay(_(warning), windowTitle=_("Many segments"))
+        elif outcome.status == "cancelled":
+            self.ui.statusLabel.text = _("Cancelled; the scene is unchanged.")
+        else:
+            message = loadError or outcome.message
+            self.ui.statusLabel.text = _("Failed: {message}").format(message=message)
+            self.ui.logCollapsibleButton.collapsed = False
+            slicer.util.errorDisplay(
+                _("Segmentation failed: {message}").format(message=message), detailedText="\n".join(outcome.log_tail)
+            )
         self._updateButtons()
+
+    def onShowTable(self) -> None:
+        if self._lastNodes is not None:
+            self.logic.showTable(self._lastNodes.table)
 
     def onExportSurfaces(self) -> None:
         from MedSegAILib.core.errors import InputError
 
         p = self._parameterNode
-        args = (self._segmentationToExport(), _pathText(p.surfaceFolder), p.surfaceFormat, p.surfaceSmoothing, p.surfaceCoordinates)
+        args = (p.surfaceSegmentation, p.surfaceFolder, p.surfaceFormat, p.surfaceSmoothing, p.surfaceCoordinates)
         with slicer.util.tryWithErrorDisplay(_("Failed to export surfaces."), waitCursor=True):
             try:
                 files = self.logic.exportSurfaces(*args)
@@ -440,7 +528,71 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 if not slicer.util.confirmOkCancelDisplay(_("Surface files already exist in this folder. Replace them?")):
                     return
                 files = self.logic.exportSurfaces(*args, overwrite=True)
-            self.ui.statusLabel.text = _("Wrote {count} surface files to {folder}.").format(count=len(files), folder=_pathText(p.surfaceFolder))
+            self.ui.statusLabel.text = _("Wrote {count} surface files to {folder}.").format(count=len(files), folder=p.surfaceFolder)
+
+
+#
+# MedSegAIProcess: the QProcess adapter the library's run uses in Slicer
+#
+
+
+class MedSegAIProcess:
+    """``MedSegAILib.runs.runner.ProcessLauncher`` over QProcess.
+
+    The QProcess is created with a parent, so PythonQt leaves its deletion to Qt, and is freed
+    with ``deleteLater`` only when the run releases it (after its signals have returned).
+    ``finished(int,QProcess::ExitStatus)`` and ``errorOccurred(QProcess::ProcessError)`` are
+    connected by their full signatures (the attribute form picks the first overload).
+    """
+
+    def __init__(self, parent) -> None:
+        self._parent = parent
+        self._process = None
+        self._events = None
+
+    def start(self, program, arguments, environment, events) -> None:
+        process = qt.QProcess(self._parent)
+        env = qt.QProcessEnvironment()
+        for key, value in environment.items():
+            env.insert(key, value)
+        process.setProcessEnvironment(env)
+        process.setProcessChannelMode(qt.QProcess.MergedChannels)
+        self._process, self._events = process, events
+        for signal, slot in (
+            ("readyReadStandardOutput()", self._onReadyRead),
+            ("finished(int,QProcess::ExitStatus)", self._onFinished),
+            ("errorOccurred(QProcess::ProcessError)", self._onErrorOccurred),
+        ):
+            if not process.connect(signal, slot):
+                raise RuntimeError(f"could not connect QProcess signal {signal}")
+        logging.info("MedSegAI: " + " ".join([program, *arguments]))
+        process.start(program, list(arguments))
+
+    def _onReadyRead(self) -> None:
+        if self._process is not None:
+            self._events.output(bytes(self._process.readAllStandardOutput().data()).decode("utf-8", "replace"))
+
+    def _onFinished(self, exitCode, exitStatus) -> None:
+        if self._process is not None:
+            self._onReadyRead()
+            self._events.finished(int(exitCode), exitStatus == qt.QProcess.CrashExit)
+
+    def _onErrorOccurred(self, error) -> None:
+        # A crash or kill is reported by finished(); only a failed start comes without it.
+        if self._process is not None and error == qt.QProcess.FailedToStart:
+            self._events.failed_to_start(self._process.errorString())
+
+    def pid(self) -> Optional[int]:
+        return int(self._process.processId()) if self._process is not None else None
+
+    def kill(self) -> None:
+        if self._process is not None and self._process.state() != qt.QProcess.NotRunning:
+            self._process.kill()
+
+    def release(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            process.deleteLater()
 
 
 #
@@ -449,219 +601,169 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class MedSegAILogic(ScriptedLoadableModuleLogic):
-    """Runs MedSegAILib in a background PythonSlicer process and loads the results.
+    """Starts MedSegAILib runs from the parameter node and loads their results.
 
-    Usable without the widget: ``logic.start(parameterNode)`` then wait for ``finishedCallback``;
-    or run ``medsegai segment`` yourself and call ``loadResults`` (as MedSegAITest does).
+    Usable without the widget (as MedSegAITest does): ``startRun(parameterNode, onFinished=...)``
+    then let the event loop run until ``onFinished(outcome, nodes, loadError)`` is called.
     """
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self.libraryFolder = _ensureLibraryOnPath()
-        self.progressCallback = None
-        self.finishedCallback = None
-        self._process = None
-        self._workFolder = None
-        self._outputLines = []
-        self._job = None
-        self.lastNodes = None
+        self._run = None
 
     def getParameterNode(self):
-        return MedSegAIParameterNode(super().getParameterNode())
+        return parameterNodeClass()(super().getParameterNode())
 
     # --- environment ------------------------------------------------------------------------
 
-    def shippedModels(self):
-        from MedSegAILib.resources import models_dir
-
-        folder = models_dir()
-        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
-
     def deviceDescription(self) -> str:
-        """The GPU found, without importing torch when it is not installed."""
-        import importlib.util
+        """Where deep runs compute; found without importing torch."""
+        from MedSegAILib.runs.requirements import gpu_description
 
-        if importlib.util.find_spec("torch") is None:
-            return _("Models with an ONNX export run on the CPU with ONNX Runtime; PyTorch is installed on first use of any other deep run.")
-        try:
-            import torch
+        return gpu_description()
 
-            if torch.cuda.is_available():
-                return _("GPU found: {name}").format(name=torch.cuda.get_device_name(0))
-        except Exception as exc:  # a broken torch must not break the panel
-            logging.warning(f"MedSegAI: could not query the GPU: {exc}")
-        return _("No GPU found; deep methods run on the CPU.")
+    def settingsFor(self, p):
+        """The run the parameter node describes (``MedSegAILib.runs.settings.RunSettings``)."""
+        from MedSegAILib.runs.settings import RUN_FIELDS, panel_values_to_settings
 
-    def ensureDependencies(self, method: str, model: str = "", methodParameters: str = "", device: str = "auto") -> bool:
-        """Install what this run of ``method`` needs after asking; False if the user declined.
-        (A shipped model with an ONNX export needs only onnxruntime, not PyTorch.)"""
-        from MedSegAILib.slicer_bridge.module_logic import install_plan, install_question, missing_requirements, parameters_from_json, torch_version_requirement
+        values = {f.name: getattr(p, f.name) for f in RUN_FIELDS}
+        values["modelFolder"] = p.modelFolder
+        return panel_values_to_settings(values)
 
-        def missingNow():
-            parameters = parameters_from_json(methodParameters, method)
-            return missing_requirements(method, model=model or None, parameters=parameters, device=device)
+    def ensureDependencies(self, settings) -> bool:
+        """Install what this run needs, after asking; False if the user declined. A run that
+        cannot work at all raises (InputError) before anything is installed."""
+        from MedSegAILib.runs.requirements import install_plan, install_question, missing_for_run, torch_version_requirement
 
-        missing = missingNow()
+        missing = missing_for_run(settings)
         if not missing:
             return True
-        if not slicer.util.confirmOkCancelDisplay(_(install_question(method, missing))):
+        if not slicer.util.confirmOkCancelDisplay(_(install_question(settings.method, missing))):
             return False
         plan = install_plan(missing)
         if "pytorch" in plan:
             try:
-                import PyTorchUtils
+                PyTorchUtils = importlib.import_module("PyTorchUtils")
             except ImportError:
-                raise RuntimeError(_("Deep methods need the PyTorch extension: install 'PyTorch' from the Extensions Manager and restart."))
-            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=torch_version_requirement())
+                raise RuntimeError(_("This run needs the PyTorch extension: install 'PyTorch' from the Extensions Manager and restart."))
+            try:
+                torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=torch_version_requirement())
+            except Exception as exc:  # installTorch raises when the install fails (None: declined)
+                raise RuntimeError(_("PyTorch could not be installed: {error}").format(error=exc))
             if torch is None:
                 return False
         if "pip" in plan:
-            try:
-                import slicer.packaging
+            self._pipInstall(plan["pip"])
+        return not missing_for_run(settings)
 
-                slicer.packaging.pip_ensure(plan["pip"], requester="MedSegAI", prompt_install=False)
-            except (ImportError, AttributeError):
-                slicer.util.pip_install(plan["pip"])
-        return not missingNow()
+    @staticmethod
+    def _pipInstall(requirements) -> None:
+        """``slicer.packaging.pip_install`` from Slicer 5.12; ``slicer.util.pip_install`` (a list,
+        one argument per item) on 5.8 and 5.10. The module is looked up, never imported with
+        ``import slicer.packaging``, which would make ``slicer`` a local name here."""
+        try:
+            packaging = importlib.import_module("slicer.packaging")
+        except ImportError:
+            packaging = None
+        if packaging is not None and hasattr(packaging, "pip_install"):
+            packaging.pip_install(list(requirements), requester="MedSegAI")
+        else:
+            slicer.util.pip_install(list(requirements))
 
     def pythonExecutable(self) -> str:
-        return shutil.which("PythonSlicer") or os.path.join(os.path.dirname(sys.executable), "PythonSlicer")
+        name = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
+        return shutil.which("PythonSlicer") or os.path.join(os.path.dirname(sys.executable), name)
 
     # --- background run ----------------------------------------------------------------------
 
     def isRunning(self) -> bool:
-        return self._process is not None and self._process.state() != qt.QProcess.NotRunning
+        return self._run is not None and self._run.state == "running"
 
-    def start(self, p: MedSegAIParameterNode) -> None:
-        """Write the inputs to a temporary folder and start ``medsegai segment`` on them."""
-        from MedSegAILib.slicer_bridge.module_logic import (
-            RunSettings,
-            build_segment_arguments,
-            python_command,
-            seeds_file_for_segmentation,
-            subprocess_environment,
-            write_volume_for_run,
-        )
+    def startRun(self, p, onProgress=None, onLog=None, onFinished=None):
+        """Write the inputs into the run's work folder and start ``medsegai segment`` on them.
+
+        ``onFinished(outcome, nodes, loadError)`` is called once from the event loop: ``nodes``
+        are the loaded results (``outcome.ok``), ``loadError`` a message if loading failed.
+        """
+        from MedSegAILib.runs.runner import SegmentationRun
+        from MedSegAILib.slicer_bridge.scene_io import seeds_file_for_segmentation, write_volume_for_run
 
         if self.isRunning():
             raise RuntimeError(_("A segmentation is already running."))
         if not p.inputVolume:
             raise ValueError(_("Select an input volume."))
-        self._workFolder = tempfile.mkdtemp(prefix="MedSegAI-")
-        inputs = []
-        for i, node in enumerate([p.inputVolume, p.extraChannel1, p.extraChannel2]):
-            if node is None:
-                continue
-            inputs.append(str(write_volume_for_run(node, os.path.join(self._workFolder, f"channel{i}.nrrd"))))
-        seeds = None
-        if p.seedSegmentation is not None and p.seedSegmentation.GetSegmentation().GetNumberOfSegments():
-            seeds = str(seeds_file_for_segmentation(p.seedSegmentation, p.inputVolume, os.path.join(self._workFolder, "seeds.nii.gz")))
-        model = _pathText(p.modelFolder) or p.model
-        settings = RunSettings(
-            method=p.method,
-            methodParameters=p.methodParameters,
-            model=model,
-            atlasFolder=_pathText(p.atlasFolder),
-            device=p.device,
-            minIslandMm3=p.minIslandMm3,
-            keepLargest=p.keepLargest,
-            keepFraction=p.keepFraction,
-            fillHoles=p.fillHoles,
-            connectivity=p.connectivity,
-            radiomics=p.radiomics,
+        settings = self.settingsFor(p)
+        inputVolume, outputSegmentation, seedNode = p.inputVolume, p.outputSegmentation, p.seedSegmentation
+        channels = [n for n in (p.inputVolume, p.extraChannel1, p.extraChannel2) if n is not None]
+        hasSeeds = bool(seedNode is not None and seedNode.GetSegmentation().GetNumberOfSegments())
+
+        def writeInputs(folder):
+            inputs = [str(write_volume_for_run(node, os.path.join(str(folder), f"channel{i}.nrrd"))) for i, node in enumerate(channels)]
+            seeds = None
+            if run.needs_seeds and hasSeeds:
+                seeds = str(seeds_file_for_segmentation(seedNode, inputVolume, os.path.join(str(folder), "seeds.nii.gz")))
+            return inputs, seeds
+
+        def finished(outcome):
+            self._run = None
+            nodes, loadError = None, None
+            if outcome.ok:
+                try:
+                    name = f"{inputVolume.GetName()} {settings.method}"
+                    nodes = self.loadResults(str(outcome.output_folder), inputVolume, outputSegmentation, name)
+                except Exception as exc:
+                    logging.exception("MedSegAI: loading the results failed")
+                    loadError = str(exc)
+            if onFinished:
+                onFinished(outcome, nodes, loadError)
+
+        run = SegmentationRun(
+            settings,
+            MedSegAIProcess(slicer.app),
+            python_executable=self.pythonExecutable(),
+            library_parent=self.libraryFolder,
+            call_soon=lambda fn: qt.QTimer.singleShot(0, fn),
+            on_progress=onProgress,
+            on_log=onLog,
+            on_finished=finished,
         )
-        output = os.path.join(self._workFolder, "output")
-        args = build_segment_arguments(inputs, output, settings, seeds_file=seeds)
-        command = python_command(self.pythonExecutable(), args)
-        self._job = {"output": output, "input": p.inputVolume, "outputSegmentation": p.outputSegmentation, "method": p.method}
-        self._outputLines = []
-        self._process = qt.QProcess()
-        env = qt.QProcessEnvironment()
-        for key, value in subprocess_environment(dict(os.environ), self.libraryFolder).items():
-            env.insert(key, value)
-        self._process.setProcessEnvironment(env)
-        self._process.setProcessChannelMode(qt.QProcess.MergedChannels)
-        self._process.connect("readyReadStandardOutput()", self._onOutput)
-        self._process.connect("stateChanged(QProcess::ProcessState)", self._onStateChanged)
-        logging.info("MedSegAI: " + " ".join(command))
-        self._process.start(command[0], command[1:])
-
-    def _onOutput(self) -> None:
-        from MedSegAILib.slicer_bridge.module_logic import parse_progress_line
-
-        if self._process is None:
-            return
-        text = self._process.readAllStandardOutput().data().decode("utf-8", "replace")
-        for line in text.replace("\r", "\n").splitlines():
-            if not line.strip():
-                continue
-            self._outputLines.append(line)
-            progress = parse_progress_line(line)
-            if progress and self.progressCallback:
-                self.progressCallback(*progress)
-
-    def _onStateChanged(self, newState) -> None:
-        if newState != qt.QProcess.NotRunning or self._process is None:
-            return
-        self._onOutput()
-        crashed = self._process.exitStatus() == qt.QProcess.CrashExit
-        exitCode = -1 if crashed else self._process.exitCode()
-        self._onProcessFinished(exitCode)
-
-    def _onProcessFinished(self, exitCode: int) -> None:
-        """Load the case folder (exit code 0) or report the CLI's one-line error."""
-        from MedSegAILib.slicer_bridge.module_logic import error_from_output
-
-        job, self._job = self._job, None
-        self._process = None
-        if job is None:  # cancelled: nothing is loaded, the scene stays as it was
-            return
-        ok, message = False, ""
-        try:
-            if exitCode == 0:
-                nodes = self.loadResults(job["output"], job["input"], job["outputSegmentation"], job["method"])
-                self.lastNodes = nodes
-                ok, message = True, _("Done: {count} objects.").format(count=nodes.segmentation.GetSegmentation().GetNumberOfSegments())
-            else:
-                message = error_from_output(self._outputLines, exitCode)
-        except Exception as exc:
-            logging.exception("MedSegAI: loading the results failed")
-            message = str(exc)
-        finally:
-            self._removeWorkFolder()
-        if self.finishedCallback:
-            self.finishedCallback(ok, message)
+        run.start(writeInputs, has_seeds=hasSeeds)
+        self._run = run
+        return run
 
     def cancel(self) -> None:
-        """Stop the running process; nothing is added to the scene."""
-        self._job = None  # the state-change handler then loads nothing
-        process, self._process = self._process, None
-        if process is not None:
-            process.kill()
-            process.waitForFinished(3000)
-        self._removeWorkFolder()
-
-    def _removeWorkFolder(self) -> None:
-        if self._workFolder:
-            shutil.rmtree(self._workFolder, ignore_errors=True)
-            self._workFolder = None
+        """Stop the running process tree; nothing is added to the scene."""
+        if self._run is not None:
+            self._run.cancel()
 
     # --- results --------------------------------------------------------------------------
 
-    def loadResults(self, folder, inputVolume, outputSegmentation=None, method="MedSegAI"):
-        """Load a case folder: segmentation (under the input's study), uncertainty overlay, table."""
-        from MedSegAILib.slicer_bridge.module_logic import load_case_into_scene
+    def loadResults(self, folder, inputVolume, outputSegmentation=None, name="MedSegAI"):
+        """Load a case folder: segmentation (under the input's study), uncertainty overlay with
+        its colour legend, measurement table. A segmentation chosen as output keeps its node
+        (its segments are replaced) and the overlay and table of its previous run are replaced."""
+        from MedSegAILib.slicer_bridge.scene_io import load_case_into_scene
 
+        if outputSegmentation is not None:
+            for role in ("MedSegAI.UncertaintyNodeID", "MedSegAI.TableNodeID"):
+                old = slicer.mrmlScene.GetNodeByID(outputSegmentation.GetAttribute(role) or "")
+                if old is not None:
+                    slicer.mrmlScene.RemoveNode(old)
         nodes = load_case_into_scene(
-            folder,
-            slicer.mrmlScene,
-            reference_volume_node=inputVolume,
-            segmentation_node=outputSegmentation,
-            name=f"{inputVolume.GetName()} {method}",
+            folder, slicer.mrmlScene, reference_volume_node=inputVolume, segmentation_node=outputSegmentation, name=name
         )
+        nodes.segmentation.SetAttribute("MedSegAI.UncertaintyNodeID", nodes.uncertainty.GetID())
+        nodes.segmentation.SetAttribute("MedSegAI.TableNodeID", nodes.table.GetID())
         self._placeUnderStudy(inputVolume, [nodes.segmentation, nodes.uncertainty, nodes.table])
-        self._showResults(inputVolume, nodes)
+        slicer.util.setSliceViewerLayers(background=inputVolume, foreground=nodes.uncertainty, foregroundOpacity=0.5)
+        slicer.modules.colors.logic().AddDefaultColorLegendDisplayNode(nodes.uncertainty)  # static in vtkSlicerColorLogic
         return nodes
+
+    def segmentCountWarning(self, count: int) -> Optional[str]:
+        from MedSegAILib.slicer_bridge.scene_io import segment_count_warning
+
+        return segment_count_warning(count)
 
     def _placeUnderStudy(self, inputVolume, nodes) -> None:
         shNode = slicer.mrmlScene.GetSubjectHierarchyNode()
@@ -671,13 +773,12 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
         for node in nodes:
             shNode.SetItemParent(shNode.GetItemByDataNode(node), parent)
 
-    def _showResults(self, inputVolume, nodes) -> None:
-        nodes.segmentation.CreateClosedSurfaceRepresentation()
-        slicer.util.setSliceViewerLayers(background=inputVolume, foreground=nodes.uncertainty, foregroundOpacity=0.4)
-        try:
-            slicer.modules.colors.logic().AddDefaultColorLegendDisplayNode(nodes.uncertainty)
-        except AttributeError:
-            pass
+    def showTable(self, tableNode) -> None:
+        """Switch to a layout with a table view and show ``tableNode`` in it."""
+        layoutManager = slicer.app.layoutManager()
+        layoutManager.setLayout(slicer.modules.tables.logic().GetLayoutWithTable(layoutManager.layout))
+        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(tableNode.GetID())
+        slicer.app.applicationLogic().PropagateTableSelection()
 
     def exportSurfaces(self, segmentationNode, folder, fileFormat="stl", smoothing=0.5, coordinateSystem="LPS", overwrite=False):
         """One closed surface file per segment of ``segmentationNode`` (through a .seg.nrrd)."""
@@ -685,6 +786,8 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
 
         if segmentationNode is None:
             raise ValueError(_("Select the segmentation to export."))
+        if not folder:
+            raise ValueError(_("Select a folder for the surface files."))
         with tempfile.TemporaryDirectory(prefix="MedSegAI-") as tmp:
             path = os.path.join(tmp, "segmentation.seg.nrrd")
             storage = slicer.vtkMRMLSegmentationStorageNode()
@@ -702,10 +805,12 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
 
 
 class MedSegAITest(ScriptedLoadableModuleTest):
-    """Runs each available method family on the bundled sample data inside Slicer.
+    """Runs Apply's own path inside Slicer: MedSegAILogic.startRun with the real QProcess, on
+    the bundled sample data, for Otsu, the seeded graph cut with painted seeds and the shipped
+    deep model (each when its packages are installed), and a cancel.
 
-    The checks themselves are MedSegAILib functions (check_case_outputs, load_case_into_scene)
-    that pytest also runs through slicer-core.
+    The library's own checks (``check_case_outputs``, the runner with real processes) run in
+    pytest as well; this test is what only Slicer can run.
     """
 
     def setUp(self):
@@ -713,53 +818,110 @@ class MedSegAITest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         self.setUp()
-        self.test_EachFamilyOnSampleData()
+        self.test_ApplyOnSampleData()
+        self.setUp()
+        self.test_Cancel()
+        self.setUp()
         self.test_SurfaceExport()
 
-    def _runCli(self, method, folder, extra=()):
-        import subprocess
-
-        from MedSegAILib.slicer_bridge.module_logic import python_command, subprocess_environment
-
-        logic = MedSegAILogic()
-        case = self._sampleCase()
-        args = ["segment", str(case.image), "--method", method, "--output", folder, "--overwrite", *extra]
-        env = subprocess_environment(dict(os.environ), logic.libraryFolder)
-        subprocess.run(python_command(logic.pythonExecutable(), args), check=True, env=env)
-        return logic, case
-
-    def _sampleCase(self):
+    def _sample(self):
         _ensureLibraryOnPath()
-        from MedSegAILib.slicer_bridge.module_logic import sample_cases
+        from MedSegAILib.resources import sample_cases
 
         cases = sample_cases()
         self.assertTrue(cases, "no sample data bundled")
-        return cases[0]
+        case = cases[0]
+        volume = slicer.util.loadVolume(str(case.image))
+        return case, volume
 
-    def test_EachFamilyOnSampleData(self):
-        _ensureLibraryOnPath()
-        from MedSegAILib.slicer_bridge.module_logic import check_case_outputs, self_test_runs
+    def _parameterNode(self, volume, method, **fields):
+        logic = MedSegAILogic()
+        p = logic.getParameterNode()
+        p.inputVolume = volume
+        p.method = method
+        p.outputSegmentation = None
+        for key, value in fields.items():
+            setattr(p, key, value)
+        return logic, p
 
-        for method, extra in self_test_runs():
+    def _wait(self, done, timeout_s=300.0):
+        deadline = time.time() + timeout_s
+        while not done() and time.time() < deadline:
+            slicer.app.processEvents()
+            time.sleep(0.02)
+        self.assertTrue(done(), "the run did not finish in time")
+
+    def _apply(self, logic, p):
+        from MedSegAILib.runs.requirements import missing_for_run
+
+        if missing_for_run(logic.settingsFor(p)):
+            return None  # the self-test installs nothing
+        finished = []
+        logic.startRun(p, onFinished=lambda outcome, nodes, error: finished.append((outcome, nodes, error)))
+        self.assertTrue(logic.isRunning())
+        self._wait(lambda: finished)
+        outcome, nodes, error = finished[0]
+        self.assertTrue(outcome.ok, f"{outcome.message}\n" + "\n".join(outcome.log_tail))
+        self.assertIsNone(error)
+        self.assertFalse(logic.isRunning())
+        return nodes
+
+    def test_ApplyOnSampleData(self):
+        from MedSegAILib.resources import default_model_name
+
+        case, volume = self._sample()
+        seedsFile = str(case.image).replace(".nii.gz", "_seeds.nii.gz")
+        seedLabels = slicer.util.loadLabelVolume(seedsFile)
+        seeds = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "painted seeds")
+        slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(seedLabels, seeds)
+        runs = [
+            ("otsu", {"methodParameters": '{"n_classes": 2}'}),
+            ("graphcut", {"seedSegmentation": seeds}),
+            ("deep", {"model": default_model_name()}),
+        ]
+        for method, fields in runs:
             self.delayDisplay(f"{method} on the sample hippocampus case")
-            with tempfile.TemporaryDirectory() as folder:
-                logic, case = self._runCli(method, folder, extra)
-                self.assertEqual(check_case_outputs(folder), [])
-                volume = slicer.util.loadVolume(str(case.image))
-                nodes = logic.loadResults(folder, volume, method=method)
-                count = nodes.segmentation.GetSegmentation().GetNumberOfSegments()
-                self.assertGreater(count, 0)
-                self.assertEqual(nodes.table.GetNumberOfRows(), count)
+            logic, p = self._parameterNode(volume, method, **fields)
+            before = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
+            nodes = self._apply(logic, p)
+            if nodes is None:
+                self.delayDisplay(f"{method}: packages not installed, skipped")
+                continue
+            count = nodes.segmentation.GetSegmentation().GetNumberOfSegments()
+            self.assertGreater(count, 0)
+            self.assertEqual(nodes.table.GetNumberOfRows(), count)
+            self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"), before + 1)
+            self.assertEqual(nodes.uncertainty.GetDisplayNode().GetApplyThreshold(), 1)
+            # Apply again into the same output: the node is reused, not duplicated.
+            p.outputSegmentation = nodes.segmentation
+            again = self._apply(logic, p)
+            self.assertIs(again.segmentation, nodes.segmentation)
+            self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"), before + 1)
+        self.delayDisplay("Test passed")
+
+    def test_Cancel(self):
+        from MedSegAILib.runs.process_tree import is_alive
+
+        case, volume = self._sample()
+        logic, p = self._parameterNode(volume, "atlas", atlasFolder="hippocampus")
+        outcomes, progress = [], []
+        run = logic.startRun(p, onProgress=lambda f, m: progress.append(f), onFinished=lambda o, n, e: outcomes.append(o))
+        self._wait(lambda: progress, 120)
+        pid = run.launcher.pid()
+        logic.cancel()
+        self._wait(lambda: outcomes, 10)
+        self.assertEqual(outcomes[0].status, "cancelled")
+        self.assertFalse(is_alive(pid))
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"), 0)
         self.delayDisplay("Test passed")
 
     def test_SurfaceExport(self):
-        self.delayDisplay("Surface export")
         from MedSegAILib.slicer_bridge.surfaces import read_surface, surface_is_closed
 
+        case, volume = self._sample()
+        logic, p = self._parameterNode(volume, "otsu", minIslandMm3=50.0)
+        nodes = self._apply(logic, p)
         with tempfile.TemporaryDirectory() as folder:
-            logic, case = self._runCli("otsu", folder, ["--min-island-mm3", "50"])
-            volume = slicer.util.loadVolume(str(case.image))
-            nodes = logic.loadResults(folder, volume)
             files = logic.exportSurfaces(nodes.segmentation, os.path.join(folder, "surfaces"))
             self.assertEqual(len(files), nodes.segmentation.GetSegmentation().GetNumberOfSegments())
             for f in files:

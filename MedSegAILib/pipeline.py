@@ -10,7 +10,7 @@ import datetime as _dt
 import platform
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -127,7 +127,11 @@ def segment(
     uncertainty = sitk.Cast(uncertainty, sitk.sitkFloat32)
     uncertainty.CopyInformation(checked[0])
     prog.update(0.92, "instances")
-    instances, table, classes = label_instances(labels, out.classes, connectivity=options.connectivity, uncertainty=uncertainty)
+    # Tissue ("stuff") classes of Otsu, MRF and CRF are one segment each; objects are split.
+    stuff = [c.label for c in out.classes] if spec.stuff else ()
+    instances, table, classes = label_instances(
+        labels, out.classes, connectivity=options.connectivity, uncertainty=uncertainty, stuff_labels=stuff
+    )
     provenance = Provenance(
         method=spec.name,
         family=spec.family,

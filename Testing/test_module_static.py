@@ -21,7 +21,8 @@ MODULE_CMAKE = REPO / "MedSegAI" / "CMakeLists.txt"
 CATALOG = REPO / "MedSegAI.json"
 
 #: Modules the Slicer module may import at module scope: the standard library and Slicer's own.
-ALLOWED_TOP_LEVEL = {"json", "logging", "os", "pathlib", "shutil", "sys", "tempfile", "typing", "ctk", "qt", "vtk", "slicer"}
+ALLOWED_TOP_LEVEL = {"functools", "importlib", "json", "logging", "os", "pathlib", "shutil", "sys", "tempfile", "time", "typing",
+                     "ctk", "qt", "vtk", "slicer"}
 HEAVY = ("torch", "monai", "maxflow", "SimpleITK", "numpy", "scipy", "MedSegAILib", "PyTorchUtils", "SampleData")
 
 
@@ -59,8 +60,10 @@ def test_module_has_the_four_classes(tree):
     assert "ScriptedLoadableModuleWidget" in bases["MedSegAIWidget"]
     assert "ScriptedLoadableModuleLogic" in bases["MedSegAILogic"]
     assert "ScriptedLoadableModuleTest" in bases["MedSegAITest"]
-    decorators = [ast.unparse(d) for d in classes["MedSegAIParameterNode"].decorator_list]
-    assert decorators == ["parameterNodeWrapper"]
+    # The parameter node class is made by parameterNodeWrapper from MedSegAILib.runs.settings.
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    source = ast.unparse(functions["parameterNodeClass"])
+    assert "PANEL_FIELDS" in source and "parameterNodeWrapper(type(" in source
 
 
 def test_nothing_heavy_at_module_scope(tree):
@@ -97,33 +100,45 @@ def test_every_ui_widget_the_code_uses_exists(tree, ui_root):
     assert sorted(used - set(widgets)) == []
     for name in ("applyButton", "progressBar", "statusLabel", "exportSurfacesButton", "parametersCollapsibleButton",
                  "methodFamilyComboBox", "methodComboBox", "deviceComboBox", "seedSegmentationSelector",
-                 "outputSegmentationSelector", "atlasFolderPathLineEdit", "modelComboBox", "extraChannel1Selector"):
+                 "outputSegmentationSelector", "atlasFolderPathLineEdit", "modelComboBox", "extraChannel1Selector",
+                 "show3DButton", "showTableButton", "logTextEdit", "surfaceSegmentationSelector", "modelDescriptionLabel"):
         assert name in widgets, name
     assert widgets["parametersCollapsibleButton"].get("class") == "ctkCollapsibleButton"
+    assert widgets["show3DButton"].get("class") == "qMRMLSegmentationShow3DButton"
+
+
+def _module_constant(tree, name):
+    for n in tree.body:
+        if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name) and n.targets[0].id == name:
+            return ast.literal_eval(n.value)
+    raise AssertionError(name)
 
 
 def test_parameter_node_fields_match_ui_bindings(tree, ui_root):
-    classes = _classes(tree)
-    fields = [n.target.id for n in classes["MedSegAIParameterNode"].body if isinstance(n, ast.AnnAssign)]
-    manual = None
-    for n in classes["MedSegAIWidget"].body:
-        if isinstance(n, ast.Assign) and n.targets[0].id == "MANUALLY_BOUND_PARAMETERS":
-            manual = ast.literal_eval(n.value)
-    assert manual is not None
+    """Every field of the one settings definition is shown: bound by SlicerParameterName, or
+    kept in sync by hand (and then not also bound); no binding names an unknown field."""
+    from MedSegAILib.runs.settings import PANEL_FIELDS
+
+    fields = [f.name for f in PANEL_FIELDS]
+    manual = _module_constant(tree, "MANUALLY_BOUND_PARAMETERS")
+    paths = _module_constant(tree, "PATH_WIDGETS")
     bound = _parameter_names(ui_root)
     assert len(set(bound.values())) == len(bound), "two widgets bound to one parameter"
     assert sorted(set(bound.values()) - set(fields)) == []  # every binding names a field
     assert sorted(set(fields) - set(bound.values()) - set(manual)) == []  # every field is shown
     assert not set(manual) & set(bound.values())
-
-
-def test_parameter_node_and_run_settings_agree(tree):
-    """The wrapper's run fields are the RunSettings the MedSegAILib logic builds a command from."""
-    from MedSegAILib.slicer_bridge.module_logic import RunSettings
-
-    fields = {n.target.id for n in _classes(tree)["MedSegAIParameterNode"].body if isinstance(n, ast.AnnAssign)}
-    run_fields = set(RunSettings.__dataclass_fields__) - {"model"}  # model = modelFolder or the shipped model
-    assert run_fields <= fields, run_fields - fields
+    widgets = _ui_widgets(ui_root)
+    # Folder paths are str fields bound by hand: the wrapper binds ctkPathLineEdit to Path only,
+    # whose empty value shows as ".".
+    assert {f.name for f in PANEL_FIELDS if f.kind == "path"} == set(paths) <= set(manual)
+    assert all(widgets[w].get("class") == "ctkPathLineEdit" for w in paths.values())
+    # Combos bound by the wrapper need a Choice (it fills them from the choices).
+    for widget, name in bound.items():
+        field = next(f for f in PANEL_FIELDS if f.name == name)
+        if widgets[widget].get("class") == "QComboBox":
+            assert field.choices, f"{name} is bound to a combo box without choices"
+        if widgets[widget].get("class") == "qMRMLNodeComboBox":
+            assert field.kind in ("volume", "segmentation"), name
 
 
 def test_ui_is_valid_designer_xml(ui_root):
@@ -219,3 +234,106 @@ def test_license_and_docs():
     assert "PyMaxflow" in text and "GPL-3.0" in text and "not bundled" in text.replace("NOT bundled", "not bundled")
     docs = (REPO / "docs" / "SLICER.md").read_text()
     assert "images/screenshot.png" in docs and "hippocampus" in docs.lower() and "cite" in docs.lower()
+
+
+# --- what Slicer 5.8 and the extension catalog require ---------------------------------------------
+
+
+def _ruff():
+    import shutil
+    import sys
+
+    exe = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    assert exe, "ruff is part of the test extra"
+    return exe
+
+
+def test_ruff_passes_on_the_module_and_the_library():
+    """pyflakes rules (F) catch what broke every install: `import slicer.packaging` inside a
+    function made `slicer` local there (F823, UnboundLocalError at run time)."""
+    import subprocess
+
+    out = subprocess.run([_ruff(), "check", "MedSegAI", "MedSegAILib"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_ruff_catches_a_shadowed_slicer_name(tmp_path):
+    """The rule set in use really catches the defect (the check is not vacuous)."""
+    import subprocess
+
+    bad = tmp_path / "bad.py"
+    bad.write_text("import slicer\n\n\ndef f():\n    slicer.util.confirmOkCancelDisplay('x')\n    import slicer.packaging\n")
+    out = subprocess.run([_ruff(), "check", "--config", str(REPO / "pyproject.toml"), str(bad)], capture_output=True, text=True)
+    assert out.returncode == 1 and "F823" in out.stdout
+
+
+def test_no_function_imports_into_the_slicer_name(tree):
+    offenders = []
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for n in ast.walk(fn):
+                if isinstance(n, ast.Import) and any(a.name.split(".")[0] == "slicer" and a.asname is None for a in n.names):
+                    offenders.append(fn.name)
+    assert offenders == []
+
+
+def test_everything_slicer_loads_parses_as_python_3_9():
+    """Slicer 5.8 runs Python 3.9: the module and every MedSegAILib file must parse as 3.9 and
+    use no 3.10 annotation syntax at run time (ruff's FA102 with target py39)."""
+    import subprocess
+
+    files = [MODULE, *sorted((REPO / "MedSegAILib").rglob("*.py"))]
+    for path in files:
+        ast.parse(path.read_text(), filename=str(path), feature_version=(3, 9))
+    out = subprocess.run(
+        [_ruff(), "check", "--isolated", "--target-version", "py39", "--select", "FA102", "MedSegAI", "MedSegAILib"],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert out.returncode == 0, out.stdout
+    assert "tomllib" not in "".join(p.read_text() for p in files)
+
+
+def test_apis_newer_than_5_8_are_guarded(tree):
+    """slicer.packaging and registerCustomSampleDataCategory exist from Slicer 5.12 only."""
+    text = MODULE.read_text()
+    assert 'importlib.import_module("slicer.packaging")' in text and "except ImportError" in text
+    assert "slicer.util.pip_install(" in text  # the 5.8 / 5.10 path
+    assert 'hasattr(logic, "registerCustomSampleDataCategory")' in text
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    calls = [ast.unparse(n.func) for n in ast.walk(functions["registerSampleData"]) if isinstance(n, ast.Call)]
+    assert "logic.registerCustomSampleDataCategory" in calls
+    # connectGui returns no tag on 5.8; the module uses connectParametersToGui, which does.
+    assert ".connectGui(" not in text and ".connectParametersToGui(" in text
+
+
+def test_qprocess_is_kept_and_freed_after_its_signals():
+    """The QProcess has a parent (PythonQt does not delete it when a reference drops), is
+    connected by full signatures, and is freed only with deleteLater when the run releases it;
+    the run's reactions go through QTimer.singleShot(0, ...), never inside a signal."""
+    text = MODULE.read_text()
+    assert "qt.QProcess(self._parent)" in text and "process.deleteLater()" in text
+    assert '"finished(int,QProcess::ExitStatus)"' in text and '"errorOccurred(QProcess::ProcessError)"' in text
+    assert "stateChanged" not in text
+    assert "call_soon=lambda fn: qt.QTimer.singleShot(0, fn)" in text
+    assert "subprocess.run" not in text  # the self-test goes through the same path as Apply
+
+
+def test_catalog_entry_passes_the_extension_index_checks():
+    """The checks of Slicer/ExtensionsIndex scripts/check_description_files.py that can run
+    without the network: repository name, extension name, category, scm_url, CMake fields, licence."""
+    top = TOP_CMAKE.read_text()
+    catalog_text = CATALOG.read_text()
+    assert "\r" not in catalog_text
+    catalog = json.loads(catalog_text)
+    assert set(catalog) >= {"$schema", "category", "scm_url"}
+    repo_name = catalog["scm_url"].rstrip("/").rsplit("/", 1)[1].removesuffix(".git")
+    assert repo_name.startswith(("Slicer", "Slicer-", "Slicer_", "SlicerExtension-", "SlicerExtension_")), repo_name
+    assert not CATALOG.stem.lower().startswith("slicer")
+    assert catalog["scm_url"].split("://")[0] in ("git", "https")
+    assert re.search(r"project\s*\(\s*MedSegAI\s*\)", top)
+    assert re.search(r'set\s*\(EXTENSION_ICONURL\s*"([^"]+)"[ ]*\)', top)
+    assert re.search(r'set\s*\(EXTENSION_SCREENSHOTURLS\s*"([^"]+)"\)', top)
+    assert (REPO / "LICENSE").is_file()
+    readme = (REPO / "README.md").read_text()
+    assert "3d-slicer-extension" in readme  # the GitHub topic the index requires, documented
+    assert "Slicer 5.8" in readme and "5.8" in _cmake_set(top, "EXTENSION_DESCRIPTION")

@@ -40,7 +40,7 @@ class _Balance(HTMLParser):
 @pytest.fixture(scope="module")
 def case(hippocampus_case):
     image_path = hippocampus_case[0]
-    result = segment_files([image_path])
+    result = segment_files([image_path], "otsu", {"n_classes": 3})  # two tissue classes: two rows
     image = sitk.ReadImage(str(image_path))
     add_instance_radiomics(result, sitk.Cast(image, sitk.sitkFloat32))
     return result, image

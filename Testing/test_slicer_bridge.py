@@ -23,9 +23,10 @@ from MedSegAILib.core.errors import InputError  # noqa: E402
 from MedSegAILib.core.result import Provenance, SegmentationResult  # noqa: E402
 from MedSegAILib.postprocess.instances import label_instances  # noqa: E402
 from MedSegAILib.slicer_bridge import segmentation_node as sn  # noqa: E402
-from MedSegAILib.slicer_bridge.segfile import read_seg_nrrd, write_seg_nrrd  # noqa: E402
+from MedSegAILib.outputs.seg_nrrd import write_seg_nrrd  # noqa: E402
+from MedSegAILib.slicer_bridge.segfile import read_seg_nrrd, write_seg_nrrd_with_slicer  # noqa: E402
 from MedSegAILib.slicer_bridge.surfaces import export_surfaces, read_surface, surface_is_closed  # noqa: E402
-from MedSegAILib.slicer_bridge.terminology import (  # noqa: E402
+from MedSegAILib.core.terminology import (  # noqa: E402
     lookup_terminology,
     parse_terminology_entry,
     terminology_entry_string,
@@ -142,7 +143,8 @@ def test_result_to_segmentation_node(hippo_result):
 @pytest.mark.parametrize("use_slicer", [True, False], ids=["storage-node", "sitk-writer"])
 def test_seg_nrrd_round_trip(which, use_slicer, request, tmp_path):
     result = request.getfixturevalue(which)
-    path = write_seg_nrrd(result, tmp_path / "segmentation.seg.nrrd", use_slicer=use_slicer)
+    writer = write_seg_nrrd_with_slicer if use_slicer else write_seg_nrrd
+    path = writer(result, tmp_path / "segmentation.seg.nrrd")
     back = read_seg_nrrd(path)  # always read by Slicer's storage node
     table = result.instance_table
     assert len(back.segments) == len(table)
@@ -303,136 +305,6 @@ def test_otsu_result_instances_match_seg_nrrd_segments(hippocampus_case, tmp_pat
     np.testing.assert_array_equal(sitk.GetArrayViewFromImage(back.labelmap), sitk.GetArrayViewFromImage(result.instances))
 
 
-# --- the module's logic (MedSegAILib.slicer_bridge.module_logic) --------------------------------
-
-
-def test_module_requirements_and_install_plan():
-    from MedSegAILib.slicer_bridge import module_logic as ml
-
-    assert ml.requirements_for("otsu", "classical") == []
-    deep = ml.requirements_for("deep", "deep")
-    assert [r.module for r in deep] == ["torch", "monai", "safetensors"]
-    assert deep[0].installer == "pytorch" and ml.torch_version_requirement() == "==2.13.0"
-    graphcut = ml.requirements_for("graphcut", "classical")
-    assert [r.distribution for r in graphcut] == ["PyMaxflow>=1.3"]
-    missing = ml.missing_requirements("deep", "deep", is_installed=lambda m: m == "safetensors")
-    plan = ml.install_plan(missing)
-    assert plan == {"pytorch": ["torch==2.13.0"], "pip": ["monai>=1.4"]}
-    assert "GPL-3.0" in ml.install_question("graphcut", graphcut)
-    assert ml.missing_requirements("otsu") == []
-    assert "otsu" in [s.name for s in ml.methods_by_family()["classical"]]
-
-
-def test_deep_run_of_a_model_with_an_onnx_export_needs_only_onnxruntime(tmp_path):
-    """The shipped model has an ONNX export: the install question asks for onnxruntime, not
-    PyTorch, unless the run needs torch (MC dropout, runtime=torch, CUDA) or the export is stale."""
-    import shutil
-
-    from MedSegAILib.resources import models_dir
-    from MedSegAILib.slicer_bridge import module_logic as ml
-
-    modules = lambda **kw: [r.module for r in ml.requirements_for("deep", "deep", **kw)]  # noqa: E731
-    assert modules(model="hippocampus") == ["onnxruntime"]
-    assert modules(model="hippocampus", device="cpu", parameters={"tta": False}) == ["onnxruntime"]
-    assert modules(model="hippocampus", parameters={"mc_samples": 4}) == ["torch", "monai", "safetensors"]
-    assert modules(model="hippocampus", parameters={"runtime": "torch"}) == ["torch", "monai", "safetensors"]
-    assert modules(model="hippocampus", device="cuda") == ["torch", "monai", "safetensors"]
-    stale = tmp_path / "stale"
-    shutil.copytree(models_dir() / "hippocampus", stale)
-    (stale / "model.json").write_text((stale / "model.json").read_text().replace('"weights_sha256": "', '"weights_sha256": "0'))
-    assert modules(model=str(stale)) == ["torch", "monai", "safetensors"]
-    # MONAI's SwinUNETR runs only with einops: asked for when such a model runs with torch.
-    swin = tmp_path / "swin"
-    shutil.copytree(models_dir() / "hippocampus", swin)
-    card = json.loads((swin / "model.json").read_text())
-    card["plan"]["network"] = "swinunetr"
-    (swin / "model.json").write_text(json.dumps(card))
-    assert modules(model=str(swin), parameters={"runtime": "torch"}) == ["torch", "monai", "safetensors", "einops"]
-    assert modules(model=str(swin)) == ["onnxruntime"]
-    # runs that cannot work are refused before anything is installed
-    from MedSegAILib.core.errors import InputError
-
-    with pytest.raises(InputError, match="no model folder or shipped model"):
-        modules(model="no-such-model")
-    with pytest.raises(InputError, match="runtime=onnx cannot be used: the model's ONNX export was made from other weights"):
-        modules(model=str(stale), parameters={"runtime": "onnx"})
-    assert ml.install_plan(ml.missing_requirements("deep", "deep", model="hippocampus", is_installed=lambda m: False)) == {"pip": ["onnxruntime>=1.17"]}
-
-
-def test_module_builds_the_cli_command_the_cli_accepts(tmp_path):
-    from MedSegAILib.cli import build_parser
-    from MedSegAILib.slicer_bridge import module_logic as ml
-
-    settings = ml.RunSettings(
-        method="otsu",
-        methodParameters=ml.parameters_to_json({"n_classes": 3, "smoothing_mm": 0.5, "unknown": 1}),
-        minIslandMm3=20.0,
-        keepFraction=0.1,
-        fillHoles=True,
-        connectivity=6,
-        radiomics=False,
-    )
-    args = ml.build_segment_arguments(["a.nrrd", "b.nrrd"], tmp_path / "out", settings)
-    parsed = build_parser().parse_args(args)
-    assert parsed.inputs == ["a.nrrd,b.nrrd"] and parsed.method == "otsu"
-    assert sorted(parsed.param) == ["n_classes=3", "smoothing_mm=0.5"]  # defaults and unknown names left out
-    assert (parsed.min_island_mm3, parsed.keep_fraction, parsed.fill_holes, parsed.connectivity) == (20.0, 0.1, True, 6)
-    assert parsed.no_radiomics and parsed.overwrite and not parsed.keep_largest
-    assert ml.python_command("/x/PythonSlicer", args)[:3] == ["/x/PythonSlicer", "-m", "MedSegAILib.cli"]
-    with pytest.raises(InputError):
-        ml.build_segment_arguments([], tmp_path, settings)
-    env = ml.subprocess_environment({"PYTHONPATH": "/a"}, "/lib")
-    assert env["PYTHONPATH"].split(":") == ["/lib", "/a"]
-    assert ml.parse_progress_line("[ 42.5%] case: running otsu") == (0.425, "case: running otsu")
-    assert ml.parse_progress_line("something else") is None
-    assert ml.error_from_output(["x", "medsegai: error: the input 'a' does not exist"], 2) == "the input 'a' does not exist"
-    assert ml.parameter_label("smoothing_mm") == "Smoothing (mm)" and ml.parameter_label("n_classes") == "Number of classes"
-    assert ml.parameter_kind(True) == "bool" and ml.parameter_kind(3) == "int" and ml.parameter_kind(0.5) == "float"
-
-
-def test_module_runs_the_cli_and_loads_the_case(tmp_path):
-    """What the panel does, end to end: a background CLI run on a sample case, loaded into nodes."""
-    import os
-    import subprocess
-    import sys
-
-    from MedSegAILib.slicer_bridge import module_logic as ml
-
-    cases = ml.sample_cases()
-    assert len(cases) >= 1 and len(cases[0].image_sha256) == 64
-    case = cases[0]
-    out = tmp_path / "out"
-    args = ml.build_segment_arguments([str(case.image)], out, ml.RunSettings(minIslandMm3=30.0))
-    lib_parent = str(Path(ml.__file__).resolve().parents[2])
-    proc = subprocess.run(
-        ml.python_command(sys.executable, args), env=ml.subprocess_environment(dict(os.environ), lib_parent),
-        capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert ml.check_case_outputs(out, case.label) == []
-    scene = slicer.vtkMRMLScene()
-    volume = sn.sitk_to_volume_node(sitk.ReadImage(str(case.image)), scene, "image")
-    written = sitk.ReadImage(str(ml.write_volume_for_run(volume, tmp_path / "channel0.nrrd")))
-    assert_same_geometry(written, sitk.ReadImage(str(case.image)))
-    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
-    volume.SetAndObserveTransformNodeID(transform.GetID())
-    with pytest.raises(InputError, match="harden"):
-        ml.write_volume_for_run(volume, tmp_path / "x.nrrd")
-    volume.SetAndObserveTransformNodeID(None)
-    existing = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "mine")
-    nodes = ml.load_case_into_scene(out, scene, reference_volume_node=volume)
-    n = nodes.segmentation.GetSegmentation().GetNumberOfSegments()
-    assert n == nodes.table.GetNumberOfRows() > 0 and nodes.segmentation is not existing
-    assert existing.GetSegmentation().GetNumberOfSegments() == 0  # nothing the user had changed
-    assert nodes.uncertainty.GetDisplayNode().GetColorNode() is not None
-    assert json.loads(nodes.segmentation.GetAttribute("MedSegAI.Provenance"))["method"] == "otsu"
-    # Seeds painted in a segmentation node become the --seeds file on the image grid.
-    seeds = ml.seeds_file_for_segmentation(nodes.segmentation, volume, tmp_path / "seeds.nii.gz")
-    seed_img = sitk.ReadImage(str(seeds))
-    assert_same_geometry(seed_img, sitk.ReadImage(str(case.image)))
-    assert int(sitk.GetArrayViewFromImage(seed_img).max()) == n
-
-
 def test_surfaces_repeated_names_and_early_refusal(hippo_result, tmp_path):
     """Two segments with one name get two files; an existing file stops the export before any work."""
     import copy
@@ -449,12 +321,90 @@ def test_surfaces_repeated_names_and_early_refusal(hippo_result, tmp_path):
     assert messages == ["reading segmentation"]
 
 
-def test_self_test_runs_are_valid_cli_calls():
-    from MedSegAILib.cli import build_parser
-    from MedSegAILib.slicer_bridge.module_logic import self_test_runs
+# --- a finished run into the scene (MedSegAILib.slicer_bridge.scene_io) --------------------------
 
-    runs = self_test_runs()
-    assert runs[0][0] == "otsu"
-    for method, extra in runs:
-        parsed = build_parser().parse_args(["segment", "x.nii.gz", "--method", method, "--output", "o", *extra])
-        assert parsed.method == method
+
+def _run_cli(tmp_path, *extra):
+    import os
+    import subprocess
+    import sys
+
+    from MedSegAILib.resources import sample_cases
+    from MedSegAILib.runs.runner import python_command, subprocess_environment
+
+    case = sample_cases()[0]
+    out = tmp_path / "out"
+    args = ["segment", str(case.image), "--output", str(out), "--no-radiomics", *extra]
+    lib_parent = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.run(
+        python_command(sys.executable, args), env=subprocess_environment(dict(os.environ), lib_parent), capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    return case, out
+
+
+def test_a_finished_case_is_loaded_into_the_scene(tmp_path):
+    from MedSegAILib.outputs.case_folder import check_case_outputs
+    from MedSegAILib.slicer_bridge import scene_io
+
+    case, out = _run_cli(tmp_path, "--method", "otsu", "--min-island-mm3", "30")
+    assert check_case_outputs(out, case.label) == []
+    scene = slicer.vtkMRMLScene()
+    volume = sn.sitk_to_volume_node(sitk.ReadImage(str(case.image)), scene, "image")
+    written = sitk.ReadImage(str(scene_io.write_volume_for_run(volume, tmp_path / "channel0.nrrd")))
+    assert_same_geometry(written, sitk.ReadImage(str(case.image)))
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    with pytest.raises(InputError, match="harden"):
+        scene_io.write_volume_for_run(volume, tmp_path / "x.nrrd")
+    volume.SetAndObserveTransformNodeID(None)
+    existing = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "mine")
+    nodes = scene_io.load_case_into_scene(out, scene, reference_volume_node=volume)
+    n = nodes.segmentation.GetSegmentation().GetNumberOfSegments()
+    assert n == nodes.table.GetNumberOfRows() > 0 and nodes.segmentation is not existing
+    assert existing.GetSegmentation().GetNumberOfSegments() == 0  # nothing the user had changed
+    assert json.loads(nodes.segmentation.GetAttribute("MedSegAI.Provenance"))["method"] == "otsu"
+    # Seeds painted in a segmentation node become the --seeds file on the image grid.
+    seeds = scene_io.seeds_file_for_segmentation(nodes.segmentation, volume, tmp_path / "seeds.nii.gz")
+    seed_img = sitk.ReadImage(str(seeds))
+    assert_same_geometry(seed_img, sitk.ReadImage(str(case.image)))
+    assert int(sitk.GetArrayViewFromImage(seed_img).max()) == n
+
+
+def test_uncertainty_overlay_is_transparent_where_certain(tmp_path):
+    """Inferno maps 0 to black: without a threshold the overlay darkens the whole image."""
+    from MedSegAILib.slicer_bridge import scene_io
+
+    _, out = _run_cli(tmp_path, "--method", "otsu")
+    scene = slicer.vtkMRMLScene()
+    nodes = scene_io.load_case_into_scene(out, scene)
+    display = nodes.uncertainty.GetDisplayNode()
+    assert display.GetColorNode() is not None
+    assert display.GetApplyThreshold() == 1
+    assert 0.0 < display.GetLowerThreshold() < 0.1 and display.GetUpperThreshold() >= 1.0
+    assert display.GetAutoWindowLevel() == 0 and display.GetWindow() > 0
+
+
+def test_tissue_classes_are_one_segment_each_and_objects_one_per_island(tmp_path):
+    """Otsu's classes are stuff (one segment per class, whatever the islands); the graph cut's
+    object is a thing (one segment per component)."""
+    from MedSegAILib.outputs.case_folder import read_case_folder
+
+    _, out = _run_cli(tmp_path, "--method", "otsu", "--param", "n_classes=3")
+    result = read_case_folder(out)
+    labels = sitk.GetArrayViewFromImage(result.labels)
+    present = sorted(int(v) for v in np.unique(labels) if v)
+    assert [r.class_label for r in result.instance_table] == present
+    assert [r.segment_name for r in result.instance_table] == [result.class_info(v).name for v in present]
+    islands = sitk.ConnectedComponentImageFilter()
+    islands.Execute(sitk.Cast(result.labels == present[0], sitk.sitkUInt8))
+    assert islands.GetObjectCount() > 1  # several islands, still one segment
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(result.instances) > 0, labels > 0)
+
+
+def test_many_segments_are_flagged(tmp_path):
+    from MedSegAILib.slicer_bridge import scene_io
+
+    assert scene_io.segment_count_warning(12) is None
+    text = scene_io.segment_count_warning(scene_io.MANY_SEGMENTS + 1)
+    assert str(scene_io.MANY_SEGMENTS + 1) in text and "island" in text

@@ -15,6 +15,7 @@ from ..methods.registry import available_methods
 from ..outputs.files import check_output_folder, write_case_outputs
 from ..pipeline import read_seeds, segment
 from ..postprocess.cleanup import PostprocessOptions
+from ..runs.settings import add_run_arguments
 
 NAME = "segment"
 HELP = "segment images (files or DICOM folders) and write labels, instances, uncertainty, .seg.nrrd, table, provenance"
@@ -35,15 +36,6 @@ Examples:
 """
 
 
-def add_postprocess_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("post-processing (applied to every object class)")
-    g.add_argument("--min-island-mm3", type=float, default=0.0, metavar="V", help="remove components smaller than V mm³ (default 0: keep all)")
-    g.add_argument("--keep-largest", action="store_true", help="keep only the largest component of each class")
-    g.add_argument("--keep-fraction", type=float, default=0.0, metavar="F", help="keep components at least F (0-1) of the class's largest, e.g. 0.1 keeps both lungs")
-    g.add_argument("--fill-holes", action="store_true", help="fill cavities enclosed by a class")
-    g.add_argument("--connectivity", type=int, choices=(6, 26), default=26, help="neighbourhood for components and instances (default 26)")
-
-
 def postprocess_options(args) -> PostprocessOptions:
     return PostprocessOptions(
         min_island_mm3=args.min_island_mm3,
@@ -55,20 +47,18 @@ def postprocess_options(args) -> PostprocessOptions:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """INPUT, --output, --seeds and the output choices here; every run option (method,
+    parameters, model, atlases, device, post-processing, radiomics) from the one definition
+    the Slicer panel uses too (:mod:`MedSegAILib.runs.settings`)."""
     methods = ", ".join(m.name for m in available_methods())
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file or DICOM folder; channels of one case joined by commas")
-    p.add_argument("--method", "-m", default="otsu", help=f"segmentation method (default otsu; available: {methods}); see 'medsegai methods'")
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE", help="method parameter, repeatable (see 'medsegai methods')")
+    add_run_arguments(p, method_help=f"available: {methods}")
     p.add_argument("--seeds", metavar="FILE|DIR", help="seed labelmap (graphcut); with several inputs a folder holding <case>.nii.gz/.nrrd seeds")
-    p.add_argument("--atlases", metavar="DIR|NAME", help="atlas library folder (imagesTr/, labelsTr/) or a shipped atlas name (atlas method)")
-    p.add_argument("--model", metavar="NAME|DIR", help="shipped model name or model folder (deep method)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="compute device for deep methods (default auto)")
-    add_postprocess_arguments(p)
-    p.add_argument("--no-radiomics", action="store_true", help="skip the per-instance radiomics columns of instances.csv")
     p.add_argument("--report", action="store_true", help="also write report.html per case")
     p.add_argument("--overwrite", action="store_true", help="replace results already in the output folder")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--progress-lines", action="store_true", help="progress as one plain '[ 42.0%%] step' line per step on stderr (for programs that read it, such as the Slicer panel)")
 
 
 def parse_params(items: Sequence[str]) -> Dict[str, str]:
@@ -178,7 +168,7 @@ def run(args) -> int:
         check_output_folder(c.folder, args.overwrite)
     cancel = CancelToken()
     for i, case in enumerate(cases, start=1):
-        bar = None if args.quiet else TextProgressBar()
+        bar = None if args.quiet else TextProgressBar(lines=args.progress_lines)
         label = f"[{i}/{len(cases)}] {case.name}" if len(cases) > 1 else case.name
         try:
             result, paths = run_case(case, args, params, progress=(lambda f, m, b=bar, l=label: b(f, f"{l}: {m}")) if bar else None, cancel=cancel)

@@ -3,7 +3,7 @@
 A terminology code follows DICOM/Slicer usage: a category (e.g. SCT 123037004 "Anatomical
 Structure") and a type (e.g. SCT 10200004 "Liver"), each a (coding scheme, code value, code
 meaning) triple. Slicer stores them on a segment as a ``TerminologyEntry`` tag; see
-:func:`MedSegAILib.slicer_bridge.terminology.terminology_entry_string`.
+:func:`MedSegAILib.core.terminology.terminology_entry_string`.
 """
 
 from __future__ import annotations

@@ -78,11 +78,14 @@ class TextProgressBar:
     """A one-line progress bar on a terminal (stderr); silent when stderr is not a TTY
     unless ``always`` is set, and only drawn once work has taken more than ``delay`` seconds."""
 
-    def __init__(self, stream=None, width: int = 30, delay: float = 1.0, always: bool = False):
+    def __init__(self, stream=None, width: int = 30, delay: float = 1.0, always: bool = False, lines: bool = False):
+        """``lines``: every change of step as a plain "[ 42.0%] message" line at once (for a
+        program that reads the progress, such as the Slicer panel)."""
         self.stream = stream or sys.stderr
         self.width = width
-        self.delay = delay
+        self.delay = 0.0 if lines else delay
         self.always = always
+        self.lines = lines
         self._t0 = time.monotonic()
         self._last = ""
         self._last_fraction = -1.0
@@ -91,10 +94,13 @@ class TextProgressBar:
     def __call__(self, fraction: float, message: str) -> None:
         if time.monotonic() - self._t0 < self.delay:
             return
-        if not (self.always or getattr(self.stream, "isatty", lambda: False)()):
-            # A log, not a terminal: one line per 10% step (and the last), so logs stay short.
-            if message != self._last and (fraction >= self._last_fraction + 0.1 or fraction >= 1.0):
+        if self.lines or not (self.always or getattr(self.stream, "isatty", lambda: False)()):
+            # A log, not a terminal: one line per 10% step (and the last), so logs stay short;
+            # for a reading program, one line per step.
+            step = 0.0 if self.lines else 0.1
+            if message != self._last and (fraction >= self._last_fraction + step or fraction >= 1.0):
                 self.stream.write(f"[{fraction * 100:5.1f}%] {message}\n")
+                self.stream.flush()
                 self._last, self._last_fraction = message, fraction
             return
         filled = int(round(fraction * self.width))

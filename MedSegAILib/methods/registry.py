@@ -20,7 +20,6 @@ import SimpleITK as sitk
 
 from ..core.errors import InputError
 from ..core.progress import Progress
-from ..core.result import MethodOutput
 
 
 @dataclass
@@ -54,12 +53,32 @@ class MethodRequest:
 
 
 @dataclass(frozen=True)
+class ParameterInfo:
+    """How a method parameter is shown and bounded (the Slicer panel's form, ``medsegai methods``).
+
+    ``label`` is a short name in words ("Smoothing"), ``unit`` its unit ("mm", "" for none),
+    ``help`` one sentence for the tooltip; ``minimum``/``maximum`` bound a number, ``choices``
+    lists the values a text parameter takes ("" allowed only when listed).
+    """
+
+    label: str
+    help: str
+    unit: str = ""
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    choices: tuple = ()
+    step: Optional[float] = None
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     """A registered method.
 
     ``needs`` lists the request fields that must be given ("seeds", "atlases", "model");
     ``defaults`` are the method's parameters and their default values (their types drive
-    coercion of string parameters).
+    coercion of string parameters); ``parameters`` describes each of them (:class:`ParameterInfo`).
+    ``stuff`` says that the method's classes are tissue classes ("stuff": one segment per
+    class) rather than objects ("things": one segment per connected instance).
     """
 
     name: str
@@ -68,6 +87,16 @@ class MethodSpec:
     summary: str
     needs: tuple = ()
     defaults: Dict[str, Any] = field(default_factory=dict)
+    parameters: Dict[str, ParameterInfo] = field(default_factory=dict)
+    stuff: bool = False
+
+    def parameter(self, name: str) -> ParameterInfo:
+        """The description of parameter ``name`` (a plain one made from the name when the
+        method has none)."""
+        if name in self.parameters:
+            return self.parameters[name]
+        words = name.replace("_", " ").strip().capitalize()
+        return ParameterInfo(words or name, "")
 
     def load(self):
         """Import the method's module and return its ``run`` callable."""

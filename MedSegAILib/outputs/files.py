@@ -74,7 +74,7 @@ def write_case_outputs(result: SegmentationResult, folder, *, overwrite: bool = 
 
     Raises InputError if the folder holds results and ``overwrite`` is False.
     """
-    from ..slicer_bridge.segfile import write_seg_nrrd
+    from .seg_nrrd import write_seg_nrrd
 
     folder = Path(folder)
     check_output_folder(folder, overwrite)

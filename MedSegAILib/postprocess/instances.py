@@ -3,6 +3,11 @@
 Instance ids are assigned class by class (ascending label), largest component first within a
 class, so ids are stable for the same labelmap. Each instance's segment name is
 "<class name> <n>" with n counting from 1 within its class.
+
+Panoptic "stuff" classes (tissue classes such as Otsu's or an MRF's intensity classes) are not
+split: the whole class is one instance named after the class, so a CT through Otsu gives a few
+segments instead of thousands of islands. Object classes ("things") get one instance per
+connected component.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ def label_instances(
     *,
     connectivity: int = 26,
     uncertainty: Optional[sitk.Image] = None,
+    stuff_labels: Sequence[int] = (),
 ) -> Tuple[sitk.Image, List[InstanceRecord], List[ClassInfo]]:
     """Split a semantic labelmap into instances and measure each one.
 
@@ -35,6 +41,8 @@ def label_instances(
     connectivity : 6 or 26
     uncertainty : sitk.Image or None
         Per-voxel uncertainty on the same grid; its mean per instance is recorded.
+    stuff_labels : sequence of int
+        Labels of "stuff" classes: each becomes a single instance, whatever its components.
 
     Returns
     -------
@@ -53,7 +61,12 @@ def label_instances(
 
     instances = np.zeros(arr.shape, dtype=np.uint32)
     next_id = 1
+    stuff = {int(v) for v in stuff_labels}
     for lab in present:
+        if lab in stuff:
+            instances[arr == lab] = next_id
+            next_id += 1
+            continue
         # A copy, not a view: the component image is a temporary.
         cc = sitk.GetArrayFromImage(
             connected_components(sitk.GetImageFromArray((arr == lab).astype(np.uint8)), connectivity)
@@ -65,7 +78,7 @@ def label_instances(
 
     inst_img = sitk.GetImageFromArray(instances)
     inst_img.CopyInformation(labels)
-    table = instance_table(inst_img, labels, known, uncertainty)
+    table = instance_table(inst_img, labels, known, uncertainty, stuff_labels=stuff)
     return inst_img, table, sorted(all_classes, key=lambda c: c.label)
 
 
@@ -74,6 +87,8 @@ def instance_table(
     labels: sitk.Image,
     classes_by_label: dict,
     uncertainty: Optional[sitk.Image] = None,
+    *,
+    stuff_labels: Sequence[int] = (),
 ) -> List[InstanceRecord]:
     """Measure each instance: voxel count, volume (mm³), centroid (LPS mm), bounding box (voxels)."""
     stats = sitk.LabelShapeStatisticsImageFilter()
@@ -108,7 +123,7 @@ def instance_table(
                 bbox_start_xyz=[int(v) for v in bbox[:3]],
                 bbox_size_xyz=[int(v) for v in bbox[3:]],
                 mean_uncertainty=None if unc_means is None else float(unc_means[iid]),
-                segment_name=f"{info.name} {per_class_count[lab]}",
+                segment_name=info.name if lab in stuff_labels else f"{info.name} {per_class_count[lab]}",
             )
         )
     return records

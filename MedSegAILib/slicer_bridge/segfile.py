@@ -1,26 +1,20 @@
-"""Slicer's segmentation file (``.seg.nrrd``): write a result, read segments back.
+"""Slicer's segmentation file (``.seg.nrrd``) through MRML: read segments back, write as Slicer does.
 
-With ``slicer-core`` installed (or inside Slicer) the file is written and read by Slicer's own
-``vtkMRMLSegmentationStorageNode``, so it is exactly what Slicer writes. Without it the file is
-written by SimpleITK with the same NRRD header fields Slicer uses (``Segment<N>_ID``,
-``_Name``, ``_Color``, ``_LabelValue``, ``_Layer``, ``_Extent``, ``_Tags``,
-``Segmentation_MasterRepresentation`` ...), which Slicer and slicer-core read as a normal
-segmentation: one shared layer whose voxel values are the instance ids.
+Everything here goes through Slicer's own ``vtkMRMLSegmentationStorageNode`` (inside Slicer, or
+slicer-core in plain Python). The writer every run uses needs no MRML and lives in
+:mod:`MedSegAILib.outputs.seg_nrrd`.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-import numpy as np
 import SimpleITK as sitk
 
 from ..core.errors import InputError
 from ..core.result import SegmentationResult
-from .segmentation_node import _segment_tags
 
 
 @dataclass
@@ -47,34 +41,10 @@ class SegFile:
     labelmap: sitk.Image
 
 
-def write_seg_nrrd(result: SegmentationResult, path, *, use_slicer: bool = None) -> Path:
-    """Write ``result`` as a Slicer segmentation file, one segment per instance.
-
-    Parameters
-    ----------
-    result : SegmentationResult
-    path : str or Path
-        Output file, normally ending in ``.seg.nrrd``.
-    use_slicer : bool or None
-        True writes through slicer-core's storage node; False or None (default) writes the same
-        header with SimpleITK, which needs no slicer-core import (about 3 s of start-up saved
-        per command) and is read back identically by Slicer's storage node (tested).
-
-    Returns
-    -------
-    Path of the written file. Segment names, colours, terminology and MedSegAI tags are those
-    of :func:`~MedSegAILib.slicer_bridge.segmentation_node.result_to_segmentation_node`; the
-    labelmap keeps the result's exact grid.
-    """
+def write_seg_nrrd_with_slicer(result: SegmentationResult, path) -> Path:
+    """Write ``result`` through slicer-core's own storage node (the reference the SimpleITK
+    writer, :func:`MedSegAILib.outputs.seg_nrrd.write_seg_nrrd`, is tested against)."""
     path = Path(path)
-    if use_slicer:
-        _write_with_slicer(result, path)
-    else:
-        _write_with_sitk(result, path)
-    return path
-
-
-def _write_with_slicer(result: SegmentationResult, path: Path) -> None:
     from .segmentation_node import import_slicer, result_to_segmentation_node
 
     slicer = import_slicer()
@@ -87,64 +57,7 @@ def _write_with_slicer(result: SegmentationResult, path: Path) -> None:
     storage.SetUseCompression(1)
     if not storage.WriteData(node):
         raise OSError(f"could not write the segmentation file '{path}'")
-
-
-def _color_str(color) -> str:
-    return " ".join(f"{float(c):.6g}" for c in color)
-
-
-def _serialized_geometry(image: sitk.Image) -> str:
-    """Slicer's image-geometry string: IJK-to-RAS matrix (16 values, row by row) then extent."""
-    from .segmentation_node import ras_geometry
-
-    origin, spacing, directions = ras_geometry(image)
-    m = np.eye(4)
-    m[:3, :3] = directions * np.asarray(spacing)[None, :]
-    m[:3, 3] = origin
-    size = image.GetSize()
-    values = [f"{v:.17g}" for v in m.ravel()] + [str(v) for d in range(3) for v in (0, size[d] - 1)]
-    return "".join(v + ";" for v in values)
-
-
-def _write_with_sitk(result: SegmentationResult, path: Path) -> None:
-    """Slicer's .seg.nrrd header by hand: a 3D shared labelmap (values = instance ids)."""
-    max_id = max((r.instance_id for r in result.instance_table), default=0)
-    pixel = sitk.sitkUInt8 if max_id < 256 else (sitk.sitkUInt16 if max_id < 65536 else sitk.sitkUInt32)
-    image = sitk.Cast(result.instances, pixel)
-    size = image.GetSize()
-    extent = f"0 {size[0] - 1} 0 {size[1] - 1} 0 {size[2] - 1}"
-    classes = {c.label: c for c in result.classes}
-    meta = {
-        "Segmentation_MasterRepresentation": "Binary labelmap",
-        "Segmentation_ContainedRepresentationNames": "Binary labelmap|",
-        "Segmentation_ReferenceImageExtentOffset": "0 0 0",
-        "Segmentation_ConversionParameters": f"Reference image geometry|{_serialized_geometry(image)}|Image geometry of the labelmap&",
-    }
-    for i, rec in enumerate(result.instance_table):
-        info = classes.get(rec.class_label)
-        tags = _segment_tags(rec, info)
-        meta.update(
-            {
-                f"Segment{i}_ID": f"instance_{rec.instance_id}",
-                f"Segment{i}_Name": rec.segment_name or f"{rec.class_name} {rec.instance_id}",
-                f"Segment{i}_NameAutoGenerated": "0",
-                f"Segment{i}_Color": _color_str(info.color if info else (0.5, 0.5, 0.5)),
-                f"Segment{i}_ColorAutoGenerated": "0",
-                f"Segment{i}_LabelValue": str(rec.instance_id),
-                f"Segment{i}_Layer": "0",
-                f"Segment{i}_Extent": extent,
-                f"Segment{i}_Tags": "".join(f"{k}:{v}|" for k, v in tags.items()),
-            }
-        )
-    for k, v in meta.items():
-        image.SetMetaData(k, v)
-    tmp = path.with_name(path.name + ".tmp.nrrd")
-    try:
-        sitk.WriteImage(image, str(tmp), useCompression=True)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    return path
 
 
 def load_segmentation_node(path, scene):

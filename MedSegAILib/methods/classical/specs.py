@@ -1,6 +1,85 @@
 """Registry entries of the classical family (imports nothing heavy)."""
 
-from ..registry import MethodSpec, register
+from ..registry import MethodSpec, ParameterInfo, register
+
+# Multi-Otsu (SimpleITK) searches every combination of thresholds: at 128 bins, 5 classes take
+# under a second, 6 about 10 s and 7 minutes, so the class count stops at 8 (with fewer bins).
+_N_CLASSES = ParameterInfo(
+    "Number of classes",
+    "Number of intensity classes, darkest first (class 0 is background); above 5 classes the exhaustive "
+    "multi-Otsu search becomes slow unless the histogram bins are reduced.",
+    minimum=2,
+    maximum=8,
+)
+_OTSU_BINS = ParameterInfo(
+    "Histogram bins",
+    "Number of histogram bins used to find the Otsu thresholds; it must be at least twice the number of "
+    "classes, and more bins give finer thresholds but slow the multi-Otsu search.",
+    minimum=4,
+    maximum=1024,
+)
+_SOLVER = ParameterInfo(
+    "Solver",
+    "graphcut finds the exact optimum for two classes and a near-optimal one for more (alpha-expansion, needs "
+    "PyMaxflow); icm is a faster local approximation that can stop in a worse labelling.",
+    choices=("graphcut", "icm"),
+)
+_PRIOR_BIAS = ParameterInfo(
+    "Class prior bias",
+    "Optional comma-separated numbers, one per class (e.g. 0,0.5,0), added to each class's log-prior so that "
+    "positive values favour that class; empty means no bias.",
+)
+_EM_ITERATIONS = ParameterInfo(
+    "EM iterations",
+    "Iterations of the Gaussian-mixture fit started from the multi-Otsu split; 0 keeps the Otsu classes' "
+    "means and spreads, and many iterations can drift to fits that merge tissue classes.",
+    minimum=0,
+    maximum=200,
+)
+
+_SOLVE_DEFAULTS = {"mode": "auto", "coarse_voxels": 1_000_000, "band_width": 1, "mf_iterations": 10, "max_memory_gb": 0.0}
+
+_SOLVE_PARAMETERS = {
+    "mode": ParameterInfo(
+        "Resolution mode",
+        "full solves every voxel at full resolution; banded solves a reduced volume first and then only a band "
+        "around its boundaries at full resolution (faster, may miss structures thinner than a coarse voxel); "
+        "auto uses banded above 2 million voxels.",
+        choices=("auto", "full", "banded"),
+    ),
+    "coarse_voxels": ParameterInfo(
+        "Coarse level size",
+        "Number of voxels of the reduced volume in banded mode; larger is more accurate but slower and uses more "
+        "memory.",
+        unit="voxels",
+        minimum=1_000,
+        maximum=100_000_000,
+    ),
+    "band_width": ParameterInfo(
+        "Band width",
+        "Half-width of the band around the coarse boundaries that is re-solved at full resolution in banded mode; "
+        "0 re-solves only the boundary voxels themselves, larger values fix more coarse errors but cost time.",
+        unit="coarse voxels",
+        minimum=0,
+        maximum=20,
+    ),
+    "mf_iterations": ParameterInfo(
+        "Mean-field iterations",
+        "Iterations of the mean-field estimate of the class probabilities that give the uncertainty map; 0 skips "
+        "it (no probabilities or uncertainty are output).",
+        minimum=0,
+        maximum=100,
+    ),
+    "max_memory_gb": ParameterInfo(
+        "Memory limit",
+        "The run stops with an error instead of starting a solve estimated to need more memory than this; 0 means "
+        "80% of the memory available at the time.",
+        unit="GB",
+        minimum=0.0,
+        maximum=1024.0,
+        step=1.0,
+    ),
+}
 
 register(
     MethodSpec(
@@ -10,10 +89,22 @@ register(
         "Otsu (2 classes) or multi-Otsu (K classes) thresholding of channel 0; uncertainty from "
         "the posterior of a Gaussian mixture fitted to the Otsu classes",
         defaults={"n_classes": 2, "bins": 128, "smoothing_mm": 0.0},
+        parameters={
+            "n_classes": _N_CLASSES,
+            "bins": _OTSU_BINS,
+            "smoothing_mm": ParameterInfo(
+                "Smoothing",
+                "Width (Gaussian sigma) of the smoothing applied before thresholding, which reduces speckle and "
+                "small islands; 0 means no smoothing.",
+                unit="mm",
+                minimum=0.0,
+                maximum=20.0,
+                step=0.5,
+            ),
+        },
+        stuff=True,
     )
 )
-
-_SOLVE_DEFAULTS = {"mode": "auto", "coarse_voxels": 1_000_000, "band_width": 1, "mf_iterations": 10, "max_memory_gb": 0.0}
 
 register(
     MethodSpec(
@@ -25,6 +116,23 @@ register(
         "volumes; uncertainty from mean-field marginals (needs PyMaxflow for the graph-cut solver)",
         defaults={"n_classes": 2, "beta": 1.0, "solver": "graphcut", "prior_bias": "", "bins": 128,
                   "em_iterations": 5, **_SOLVE_DEFAULTS},
+        parameters={
+            "n_classes": _N_CLASSES,
+            "beta": ParameterInfo(
+                "Potts weight (beta)",
+                "Penalty for neighbouring voxels having different classes, against the intensity evidence; larger "
+                "values give smoother regions with fewer small islands, 0 classifies each voxel by intensity alone.",
+                minimum=0.0,
+                maximum=100.0,
+                step=0.1,
+            ),
+            "solver": _SOLVER,
+            "prior_bias": _PRIOR_BIAS,
+            "bins": _OTSU_BINS,
+            "em_iterations": _EM_ITERATIONS,
+            **_SOLVE_PARAMETERS,
+        },
+        stuff=True,
     )
 )
 
@@ -37,6 +145,30 @@ register(
         "boundaries follow image edges (sigma 0 = from the image)",
         defaults={"n_classes": 2, "lam": 2.0, "sigma": 0.0, "solver": "graphcut", "prior_bias": "", "bins": 128,
                   "em_iterations": 5, **_SOLVE_DEFAULTS},
+        parameters={
+            "n_classes": _N_CLASSES,
+            "lam": ParameterInfo(
+                "Smoothness weight (lambda)",
+                "Penalty for neighbouring voxels of similar intensity having different classes; larger values give "
+                "smoother regions whose boundaries follow image edges, 0 classifies each voxel by intensity alone.",
+                minimum=0.0,
+                maximum=100.0,
+                step=0.5,
+            ),
+            "sigma": ParameterInfo(
+                "Edge contrast scale (sigma)",
+                "Intensity difference, in image intensity units, above which neighbours count as separated by an "
+                "edge (smaller values make more steps count as edges); 0 estimates it from the image.",
+                minimum=0.0,
+                maximum=100_000.0,
+            ),
+            "solver": _SOLVER,
+            "prior_bias": _PRIOR_BIAS,
+            "bins": _OTSU_BINS,
+            "em_iterations": _EM_ITERATIONS,
+            **_SOLVE_PARAMETERS,
+        },
+        stuff=True,
     )
 )
 
@@ -51,5 +183,58 @@ register(
         needs=("seeds",),
         defaults={"background_label": 0, "lam": 6.0, "sigma": 0.0, "intensity_model": "gaussian", "bins": 64, "geodesic_weight": 0.1,
                   "seed_connected": True, "solver": "graphcut", **_SOLVE_DEFAULTS},
+        parameters={
+            "background_label": ParameterInfo(
+                "Background seed label",
+                "Seed label value that marks background; 0 means the highest label painted in the seeds.",
+                minimum=0,
+                maximum=65535,
+            ),
+            "lam": ParameterInfo(
+                "Smoothness weight (lambda)",
+                "Penalty for cutting between neighbouring voxels of similar intensity; larger values give smoother, "
+                "more compact objects whose boundaries follow image edges, smaller values follow the seeds' "
+                "intensities voxel by voxel.",
+                minimum=0.0,
+                maximum=100.0,
+                step=0.5,
+            ),
+            "sigma": ParameterInfo(
+                "Edge contrast scale (sigma)",
+                "Intensity difference, in image intensity units, above which neighbours count as separated by an "
+                "edge (smaller values make more steps count as edges); 0 estimates it from the image.",
+                minimum=0.0,
+                maximum=100_000.0,
+            ),
+            "intensity_model": ParameterInfo(
+                "Intensity model",
+                "How each label's intensities are learned from its seeds: gaussian fits one mean and spread per "
+                "label, histogram uses the seeds' smoothed intensity histogram (better for labels of mixed "
+                "intensities, needs more seeds).",
+                choices=("gaussian", "histogram"),
+            ),
+            "bins": ParameterInfo(
+                "Histogram bins",
+                "Number of bins of the seed histograms over the image's intensity range (histogram model only); "
+                "more bins resolve finer intensity differences but need more seeds.",
+                minimum=2,
+                maximum=1024,
+            ),
+            "geodesic_weight": ParameterInfo(
+                "Distance-to-seed weight",
+                "How much a label's cost grows per mm of edge-aware distance from its seeds, which keeps a label from "
+                "spreading to distant regions of similar intensity; 0 turns it off.",
+                unit="per mm",
+                minimum=0.0,
+                maximum=10.0,
+                step=0.05,
+            ),
+            "seed_connected": ParameterInfo(
+                "Keep only seeded regions",
+                "When on, object regions that are not connected to a seed of their own label are given to background.",
+            ),
+            "solver": _SOLVER,
+            **_SOLVE_PARAMETERS,
+        },
     )
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -19,6 +19,7 @@ from ...core.errors import InputError, MissingDependencyError, ResourceError
 from ...core.memory import available_memory_bytes
 from ...core.progress import Progress
 from ...uncertainty.entropy import normalized_entropy
+from .pass_averaging import average_passes
 from .preprocess import prepare_channels
 
 FLIPS_3D = ((), (2,), (3,), (4,))  # tensor axes (B, C, Z, Y, X): none, z, y, x
@@ -58,41 +59,6 @@ def _enable_dropout(net) -> None:
     for m in net.modules():
         if isinstance(m, (torch.nn.Dropout, torch.nn.Dropout2d, torch.nn.Dropout3d)):
             m.train()
-
-
-def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Softmax of float logits along ``axis`` (float32)."""
-    z = logits.astype(np.float32) - logits.max(axis=axis, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def average_passes(logit_passes: Iterable[np.ndarray], n_passes: int, progress: Optional[Progress] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """Mean softmax (K, Z, Y, X) and normalised mutual information (Z, Y, X) over passes.
-
-    ``logit_passes`` yields each pass's logits (K, Z, Y, X); both runtimes feed this, so the
-    predictive distribution and its uncertainty are computed one way.
-    """
-    mean = None
-    mean_h = None
-    passes = iter(logit_passes)
-    try:
-        for i, logits in enumerate(passes):
-            p = softmax(logits, axis=0)
-            h = normalized_entropy(p, axis=0)
-            mean = p if mean is None else mean + p
-            mean_h = h if mean_h is None else mean_h + h
-            if progress is not None:
-                progress.update((i + 1) / n_passes, f"pass {i + 1}/{n_passes}")
-    finally:
-        # A cancel raised by progress.update closes a generator now, so that its own clean-up
-        # (torch's inference mode, dropout switched back off) runs before the error travels on.
-        if hasattr(passes, "close"):
-            passes.close()
-    mean /= n_passes
-    mean_h /= n_passes
-    mi = np.clip(normalized_entropy(mean, axis=0) - mean_h, 0.0, 1.0)
-    return mean.astype(np.float32), mi.astype(np.float32)
 
 
 def predict_array(
@@ -180,7 +146,7 @@ def segment_with_model(
     """
     from ...core.classes import ClassInfo
     from ...core.result import MethodOutput
-    from ...slicer_bridge.terminology import lookup_terminology
+    from ...core.terminology import lookup_terminology
     from ...uncertainty.entropy import probabilities_image
     from .onnx_runtime import OnnxModel, choose_runtime, load_onnx_model, predict_array_onnx
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss, FocalLoss, TverskyLoss
+from monai.losses import DiceFocalLoss, DiceLoss, FocalLoss, TverskyLoss
 
 LOSSES = ("dice_ce", "ce", "wbce", "dice", "tversky", "focal", "dice_focal", "dice_ce_boundary")
 

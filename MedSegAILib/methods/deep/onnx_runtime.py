@@ -187,6 +187,6 @@ def predict_array_onnx(
     progress: Optional[Progress] = None,
 ):
     """Mean softmax (K, Z, Y, X) and mutual information (Z, Y, X), as ``inference.predict_array``."""
-    from .inference import average_passes
+    from .pass_averaging import average_passes
 
     return average_passes(predict_logit_passes(model, arr, flips, overlap), len(flips), progress)

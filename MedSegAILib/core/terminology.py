@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import Dict, Optional
 
-from ..core.classes import ANATOMICAL_STRUCTURE, MORPHOLOGICALLY_ALTERED, TISSUE, ClassInfo, Code, Terminology
+from .classes import ANATOMICAL_STRUCTURE, MORPHOLOGICALLY_ALTERED, TISSUE, ClassInfo, Code, Terminology
 
 #: Terminology context of every code below (Slicer's DICOM master list).
 TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"

@@ -1,0 +1,49 @@
+"""The predictive distribution of a deep run from its passes (TTA flips, MC-dropout samples).
+
+Both runtimes (torch in :mod:`.inference`, ONNX Runtime in :mod:`.onnx_runtime`) feed their
+per-pass logits here, so the mean probabilities and their uncertainty are computed one way.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional, Tuple
+
+import numpy as np
+
+from ...core.progress import Progress
+from ...uncertainty.entropy import normalized_entropy
+
+
+def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Softmax of float logits along ``axis`` (float32)."""
+    z = logits.astype(np.float32) - logits.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def average_passes(logit_passes: Iterable[np.ndarray], n_passes: int, progress: Optional[Progress] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Mean softmax (K, Z, Y, X) and normalised mutual information (Z, Y, X) over passes.
+
+    ``logit_passes`` yields each pass's logits (K, Z, Y, X); both runtimes feed this, so the
+    predictive distribution and its uncertainty are computed one way.
+    """
+    mean = None
+    mean_h = None
+    passes = iter(logit_passes)
+    try:
+        for i, logits in enumerate(passes):
+            p = softmax(logits, axis=0)
+            h = normalized_entropy(p, axis=0)
+            mean = p if mean is None else mean + p
+            mean_h = h if mean_h is None else mean_h + h
+            if progress is not None:
+                progress.update((i + 1) / n_passes, f"pass {i + 1}/{n_passes}")
+    finally:
+        # A cancel raised by progress.update closes a generator now, so that its own clean-up
+        # (torch's inference mode, dropout switched back off) runs before the error travels on.
+        if hasattr(passes, "close"):
+            passes.close()
+    mean /= n_passes
+    mean_h /= n_passes
+    mi = np.clip(normalized_entropy(mean, axis=0) - mean_h, 0.0, 1.0)
+    return mean.astype(np.float32), mi.astype(np.float32)

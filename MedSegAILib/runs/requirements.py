@@ -1,0 +1,189 @@
+"""The optional Python packages a run needs, and how Slicer installs them.
+
+Classical and atlas methods need only NumPy, SciPy and SimpleITK, which Slicer ships; graph cuts
+need PyMaxflow; deep runs need ONNX Runtime (a model with a current ONNX export on the CPU) or
+the torch stack (PyTorch, MONAI, safetensors; einops for SwinUNETR). The version specifiers are
+ranges that resolve on the Python of every supported Slicer (3.9 in Slicer 5.8, 3.12 from
+5.10): see :data:`SUPPORTED_SLICER_PYTHONS`. The project's own development environment pins
+torch separately (``pyproject.toml``); that pin is not what Slicer is asked to install.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..methods.deep.onnx_runtime import TORCH_STACK
+
+#: Method families in the order the panel shows them.
+FAMILIES = ("classical", "atlas", "deep")
+
+#: Slicer releases this extension supports and the Python each bundles
+#: (SuperBuild/External_python.cmake at each tag).
+SUPPORTED_SLICER_PYTHONS = {"5.8": "3.9", "5.10": "3.12", "5.12": "3.12"}
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """An optional Python package a method needs.
+
+    ``installer`` is "pytorch" (through the PyTorch extension's PyTorchUtils, never a plain
+    pip install of torch) or "pip" (``slicer.packaging.pip_ensure`` / ``slicer.util.pip_install``).
+    """
+
+    distribution: str  # the pip name, with a version specifier
+    module: str  # the import name checked for presence
+    installer: str = "pip"
+    licence_note: str = ""
+
+
+TORCH = Requirement("torch>=2.1", "torch", "pytorch")
+MONAI = Requirement("monai>=1.3", "monai")
+SAFETENSORS = Requirement("safetensors>=0.4", "safetensors")
+EINOPS = Requirement("einops>=0.6", "einops")  # MONAI's SwinUNETR needs it to run
+ONNXRUNTIME = Requirement("onnxruntime>=1.17", "onnxruntime")
+PYMAXFLOW = Requirement(
+    "PyMaxflow>=1.3", "maxflow", licence_note="PyMaxflow is GPL-3.0; it is installed on request and not bundled"
+)
+
+#: Packages each family needs beyond numpy/scipy/SimpleITK (which Slicer ships). The deep
+#: family's are the torch runtime's, as the runtime choice names them (``TORCH_STACK``).
+FAMILY_REQUIREMENTS: Dict[str, Tuple[Requirement, ...]] = {
+    "classical": (),
+    "atlas": (),
+    "deep": tuple({r.module: r for r in (TORCH, MONAI, SAFETENSORS)}[m] for m in TORCH_STACK),
+}
+#: Methods that need more than their family (mrf and crf only with their default solver,
+#: graphcut: solver=icm needs no PyMaxflow).
+METHOD_REQUIREMENTS: Dict[str, Tuple[Requirement, ...]] = {
+    "graphcut": (PYMAXFLOW,),
+    "mrf": (PYMAXFLOW,),
+    "crf": (PYMAXFLOW,),
+}
+
+
+def methods_by_family() -> Dict[str, List[Any]]:
+    """Registered methods (MethodSpec) grouped by family, families in :data:`FAMILIES` order."""
+    from ..methods.registry import available_methods
+
+    out: Dict[str, List[Any]] = {f: [] for f in FAMILIES}
+    for spec in available_methods():
+        out.setdefault(spec.family, []).append(spec)
+    return {f: specs for f, specs in out.items() if specs}
+
+
+def method_spec(name: str):
+    from ..methods.registry import get_method
+
+    return get_method(name)
+
+
+def requirements_for(
+    method: str, family: Optional[str] = None, *, model: Optional[str] = None, parameters: Optional[Dict[str, Any]] = None, device: str = "auto"
+) -> List[Requirement]:
+    """The optional packages ``method`` needs (family's first, then the method's own).
+
+    A deep run that will go to ONNX Runtime (a model with a current ONNX export, no
+    Monte-Carlo dropout, runtime not forced to torch, CPU or auto device) needs only
+    onnxruntime: about 30 MB instead of PyTorch and MONAI. A SwinUNETR model run with torch
+    needs einops too.
+    """
+    if family is None:
+        family = method_spec(method).family
+    family_reqs = FAMILY_REQUIREMENTS.get(family, ())
+    if family == "deep" and _runs_on_onnx(model, parameters or {}, device):
+        family_reqs = (ONNXRUNTIME,)
+    elif family == "deep" and model and _network(model) == "swinunetr":
+        family_reqs = (*family_reqs, EINOPS)
+    own = METHOD_REQUIREMENTS.get(method, ())
+    if method in ("mrf", "crf") and str((parameters or {}).get("solver", "graphcut")) != "graphcut":
+        own = ()
+    reqs = list(family_reqs) + list(own)
+    seen, out = set(), []
+    for r in reqs:
+        if r.module not in seen:
+            seen.add(r.module)
+            out.append(r)
+    return out
+
+
+def _network(model: str) -> Optional[str]:
+    """The network kind in a model's card (read as JSON, without torch)."""
+    from ..methods.deep.model_store import read_card, resolve_model_dir
+
+    return read_card(resolve_model_dir(model)).get("plan", {}).get("network")
+
+
+def _runs_on_onnx(model: Optional[str], parameters: Dict[str, Any], device: str) -> bool:
+    """Whether a deep run of ``model`` would go to ONNX Runtime once onnxruntime is installed:
+    the run's own rule (``onnx_runtime.choose_runtime``) with onnxruntime counted as present.
+    A run that cannot work at all (unknown model, runtime=onnx without an export) raises
+    InputError here, before anything is installed."""
+    if not model:
+        return False
+    from ..methods.deep.onnx_runtime import choose_runtime
+
+    present = lambda module: module == "onnxruntime" or importlib.util.find_spec(module) is not None  # noqa: E731
+    engine, _ = choose_runtime(model, str(parameters.get("runtime", "auto")), device, int(parameters.get("mc_samples", 0) or 0), installed=present)
+    return engine == "onnx"
+
+
+def missing_requirements(
+    method: str,
+    family: Optional[str] = None,
+    *,
+    is_installed=None,
+    model: Optional[str] = None,
+    parameters: Optional[Dict[str, Any]] = None,
+    device: str = "auto",
+) -> List[Requirement]:
+    """Which of :func:`requirements_for` are not importable (checked without importing them)."""
+    check = is_installed or (lambda module: importlib.util.find_spec(module) is not None)
+    return [r for r in requirements_for(method, family, model=model, parameters=parameters, device=device) if not check(r.module)]
+
+
+def install_plan(missing: Sequence[Requirement]) -> Dict[str, List[str]]:
+    """Group missing packages by installer: {"pytorch": [...], "pip": [...]} (empty lists dropped)."""
+    plan: Dict[str, List[str]] = {}
+    for r in missing:
+        plan.setdefault(r.installer, []).append(r.distribution)
+    return plan
+
+
+def install_question(method: str, missing: Sequence[Requirement]) -> str:
+    """The sentence the module shows before installing (untranslated; the module wraps it)."""
+    names = ", ".join(r.distribution for r in missing)
+    notes = " ".join(r.licence_note + "." for r in missing if r.licence_note)
+    return (
+        f"The method '{method}' needs Python packages that are not installed yet: {names}. "
+        f"Install them now? This downloads them from the internet and can take several minutes. {notes}"
+    ).strip()
+
+
+def torch_version_requirement() -> str:
+    """The version specifier passed to PyTorchUtilsLogic.installTorch (e.g. ">=2.1")."""
+    return TORCH.distribution[len("torch") :]
+
+
+def missing_for_run(settings, *, is_installed=None) -> List[Requirement]:
+    """What a run with these :class:`~MedSegAILib.runs.settings.RunSettings` still needs
+    installed. An impossible run (unknown model, runtime=onnx without a current export) raises
+    InputError here, before anything is installed."""
+    from .settings import parameters_from_json
+
+    parameters = parameters_from_json(settings.methodParameters, settings.method)
+    return missing_requirements(
+        settings.method, model=settings.model or None, parameters=parameters, device=settings.device, is_installed=is_installed
+    )
+
+
+def gpu_description() -> str:
+    """One sentence about where deep runs will compute, found without importing torch."""
+    from ..methods.deep.onnx_runtime import torch_gpu_usable
+
+    if importlib.util.find_spec("torch") is None:
+        return "Models with an ONNX export run on the CPU with ONNX Runtime; PyTorch is installed on first use of a run that needs it."
+    if torch_gpu_usable():
+        return "A GPU is usable by the installed PyTorch; deep runs use it (device auto)."
+    return "No GPU usable by the installed PyTorch; deep methods run on the CPU."
