@@ -408,3 +408,18 @@ def test_many_segments_are_flagged(tmp_path):
     assert scene_io.segment_count_warning(12) is None
     text = scene_io.segment_count_warning(scene_io.MANY_SEGMENTS + 1)
     assert str(scene_io.MANY_SEGMENTS + 1) in text and "island" in text
+
+
+def test_seg_nrrd_reads_back_with_slicerio(hippo_result, tmp_path):
+    """An independent reader (slicerio, maintained with Slicer) sees the same segments, names,
+    label values, colours and voxels as the SimpleITK writer put in."""
+    slicerio = pytest.importorskip("slicerio")
+    path = write_seg_nrrd(hippo_result, tmp_path / "s.seg.nrrd")
+    seg = slicerio.read_segmentation(str(path))
+    segments = seg["segments"]
+    assert [s["name"] for s in segments] == [r.segment_name for r in hippo_result.instance_table]
+    assert [int(s["labelValue"]) for s in segments] == [r.instance_id for r in hippo_result.instance_table]
+    for s, r in zip(segments, hippo_result.instance_table):
+        np.testing.assert_allclose(s["color"], hippo_result.class_info(r.class_label).color, atol=1e-5)
+    voxels = np.asarray(seg["voxels"])  # slicerio: (i, j, k), SimpleITK arrays: (k, j, i)
+    np.testing.assert_array_equal(voxels.transpose(2, 1, 0), sitk.GetArrayViewFromImage(hippo_result.instances))
