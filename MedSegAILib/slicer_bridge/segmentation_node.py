@@ -9,17 +9,8 @@ negated, so the IJK-to-RAS matrix is ``diag(-1, -1, 1)`` times the IJK-to-LPS ma
 helpers below copy origin, spacing and direction separately (never through a product), so a
 round trip SimpleITK -> MRML -> SimpleITK gives back the exact same numbers.
 
-Segment tags written on every segment made from a result (readable in Slicer's Python console
-with ``segment.GetTag(name)``, and kept in the ``.seg.nrrd``):
-
-===========================  ==============================================================
-``MedSegAI.InstanceId``      instance id, the voxel value in ``instances.nii.gz``
-``MedSegAI.ClassLabel``      semantic class label, the voxel value in ``labels.nii.gz``
-``MedSegAI.ClassName``       class name
-``MedSegAI.VolumeMm3``       instance volume in mm³
-``MedSegAI.MeanUncertainty`` mean per-voxel uncertainty of the instance (when known)
-``TerminologyEntry``         Slicer's standard terminology tag, where a code is known
-===========================  ==============================================================
+Every segment made from a result carries the tags of
+:func:`MedSegAILib.outputs.seg_nrrd.segment_tags` (listed there), kept in the ``.seg.nrrd`` too.
 """
 
 from __future__ import annotations

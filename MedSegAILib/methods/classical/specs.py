@@ -106,6 +106,24 @@ register(
     )
 )
 
+#: The contrast scale of crf's and graphcut's edge-sensitive weights.
+_EDGE_SIGMA = ParameterInfo(
+    "Edge contrast scale (sigma)",
+    "Intensity difference, in image intensity units, above which neighbours count as separated by an "
+    "edge (smaller values make more steps count as edges); 0 estimates it from the image.",
+    minimum=0.0,
+    maximum=100_000.0,
+)
+
+#: What mrf and crf share beyond their pairwise weights.
+_RANDOM_FIELD_PARAMETERS = {
+    "solver": _SOLVER,
+    "prior_bias": _PRIOR_BIAS,
+    "bins": _OTSU_BINS,
+    "em_iterations": _EM_ITERATIONS,
+    **_SOLVE_PARAMETERS,
+}
+
 register(
     MethodSpec(
         "mrf",
@@ -126,11 +144,7 @@ register(
                 maximum=100.0,
                 step=0.1,
             ),
-            "solver": _SOLVER,
-            "prior_bias": _PRIOR_BIAS,
-            "bins": _OTSU_BINS,
-            "em_iterations": _EM_ITERATIONS,
-            **_SOLVE_PARAMETERS,
+            **_RANDOM_FIELD_PARAMETERS,
         },
         stuff=True,
     )
@@ -155,18 +169,8 @@ register(
                 maximum=100.0,
                 step=0.5,
             ),
-            "sigma": ParameterInfo(
-                "Edge contrast scale (sigma)",
-                "Intensity difference, in image intensity units, above which neighbours count as separated by an "
-                "edge (smaller values make more steps count as edges); 0 estimates it from the image.",
-                minimum=0.0,
-                maximum=100_000.0,
-            ),
-            "solver": _SOLVER,
-            "prior_bias": _PRIOR_BIAS,
-            "bins": _OTSU_BINS,
-            "em_iterations": _EM_ITERATIONS,
-            **_SOLVE_PARAMETERS,
+            "sigma": _EDGE_SIGMA,
+            **_RANDOM_FIELD_PARAMETERS,
         },
         stuff=True,
     )
@@ -199,13 +203,7 @@ register(
                 maximum=100.0,
                 step=0.5,
             ),
-            "sigma": ParameterInfo(
-                "Edge contrast scale (sigma)",
-                "Intensity difference, in image intensity units, above which neighbours count as separated by an "
-                "edge (smaller values make more steps count as edges); 0 estimates it from the image.",
-                minimum=0.0,
-                maximum=100_000.0,
-            ),
+            "sigma": _EDGE_SIGMA,
             "intensity_model": ParameterInfo(
                 "Intensity model",
                 "How each label's intensities are learned from its seeds: gaussian fits one mean and spread per "
