@@ -365,3 +365,22 @@ def test_runs_refused_before_anything_is_written_leave_no_folder(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         SegmentationRun(RunSettings(method="otsu"), SubprocessLauncher(loop), **common).start(failing_writer)
     assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_parameters_outside_their_range_or_choices_are_refused():
+    """The ranges the panel's form shows are the ones a run enforces (one line, exit code 2)."""
+    from MedSegAILib.methods.registry import coerce_params, get_method
+
+    otsu, deep = get_method("otsu"), get_method("deep")
+    with pytest.raises(InputError, match="'n_classes' of 'otsu' must be between 2 and 8; got 12"):
+        coerce_params(otsu, {"n_classes": "12"})
+    with pytest.raises(InputError, match="'mc_samples' of 'deep' must be between 0 and 100"):
+        coerce_params(deep, {"mc_samples": -3})
+    with pytest.raises(InputError, match="'runtime' of 'deep' must be one of auto, torch, onnx"):
+        coerce_params(deep, {"runtime": "tensorrt"})
+    with pytest.raises(InputError, match="must be between"):
+        coerce_params(otsu, {"smoothing_mm": "nan"})
+    assert coerce_params(otsu, {"n_classes": "3"})["n_classes"] == 3
+    for spec in (otsu, deep, get_method("mrf"), get_method("graphcut"), get_method("atlas"), get_method("crf")):
+        assert set(spec.parameters) == set(spec.defaults), spec.name
+        assert coerce_params(spec, dict(spec.defaults)) == spec.defaults  # every default is in range

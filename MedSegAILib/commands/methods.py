@@ -19,6 +19,16 @@ def run(args) -> int:
         needs = f"  (needs --{', --'.join(spec.needs)})" if spec.needs else ""
         print(f"{spec.name} [{spec.family}]{needs}\n    {spec.summary}")
         for k, v in spec.defaults.items():
-            print(f"    --param {k}={v}")
+            info = spec.parameter(k)
+            bounds = ""
+            if info.choices:
+                bounds = "one of " + ", ".join(repr(c) if c == "" else str(c) for c in info.choices)
+            elif info.minimum is not None or info.maximum is not None:
+                bounds = f"{info.minimum:g} to {info.maximum:g}" if info.minimum is not None and info.maximum is not None else ""
+            unit = f" {info.unit}" if info.unit else ""
+            extra = f"; {bounds}{unit}" if bounds else unit
+            print(f"    --param {k}={v}    {info.label}{extra}")
+            if info.help:
+                print(f"        {info.help}")
         print()
     return 0

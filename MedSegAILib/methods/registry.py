@@ -155,8 +155,27 @@ def coerce_params(spec: MethodSpec, params: Optional[Dict[str, Any]]) -> Dict[st
         raise InputError(f"method '{spec.name}' has no parameter {', '.join(unknown)}; its parameters are: {known}")
     merged = dict(spec.defaults)
     for k, v in params.items():
-        merged[k] = _coerce(k, v, spec.defaults[k])
+        merged[k] = _check_bounds(spec, k, _coerce(k, v, spec.defaults[k]))
     return merged
+
+
+def _check_bounds(spec: MethodSpec, name: str, value: Any) -> Any:
+    """``value`` if it lies in the parameter's documented range or choices, else InputError."""
+    info = spec.parameters.get(name)
+    if info is None:
+        return value
+    if info.choices and not isinstance(value, bool) and str(value) not in [str(c) for c in info.choices]:
+        shown = ", ".join(repr(c) if c == "" else str(c) for c in info.choices)
+        raise InputError(f"parameter '{name}' of '{spec.name}' must be one of {shown}; got '{value}'")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        low, high = info.minimum, info.maximum
+        if (low is not None and value < low) or (high is not None and value > high) or value != value:
+            if low is not None and high is not None:
+                allowed = f"between {low:g} and {high:g}"
+            else:
+                allowed = f"at least {low:g}" if low is not None else f"at most {high:g}"
+            raise InputError(f"parameter '{name}' of '{spec.name}' must be {allowed}; got {value}")
+    return value
 
 
 # --- the methods -------------------------------------------------------------------------------
