@@ -38,6 +38,28 @@ def _library_versions() -> Dict[str, str]:
     return versions
 
 
+#: Seed labels are whole numbers 0 (unpainted) to this (they are stored as UInt16).
+MAX_SEED_LABEL = 65535
+
+
+def check_seed_labels(values: np.ndarray, source) -> None:
+    """Refuse seed values that a UInt16 labelmap cannot hold as they are: negative (-1 would
+    wrap to 65535 and become the background), fractional, NaN or above 65535 (70000 would wrap
+    to 4464)."""
+    if values.dtype.kind == "f":
+        if not np.all(np.isfinite(values)):
+            raise InputError(f"the seeds in '{source}' contain NaN or infinite values; seed labels are whole numbers 0-{MAX_SEED_LABEL}")
+        if np.any(values != np.round(values)):
+            bad = float(values[values != np.round(values)].flat[0])
+            raise InputError(f"the seeds in '{source}' contain the value {bad:g}; seed labels are whole numbers 0-{MAX_SEED_LABEL}")
+    if values.size:
+        low, high = values.min(), values.max()
+        if low < 0:
+            raise InputError(f"the seeds in '{source}' contain the label {low:g}; seed labels are whole numbers 0-{MAX_SEED_LABEL} (0 = unpainted)")
+        if high > MAX_SEED_LABEL:
+            raise InputError(f"the seeds in '{source}' contain the label {high:g}; seed labels are whole numbers 0-{MAX_SEED_LABEL}")
+
+
 def read_seeds(path, reference: sitk.Image) -> sitk.Image:
     """Read a seed labelmap and bring it onto ``reference``'s grid (nearest neighbour).
 
@@ -45,8 +67,14 @@ def read_seeds(path, reference: sitk.Image) -> sitk.Image:
     space; seeds that fall outside the image raise InputError.
     """
     seeds = read_image(path)
+    if seeds.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"the seed file '{path}' has {seeds.GetNumberOfComponentsPerPixel()} values per voxel (a colour image?); "
+            "a labelmap with one whole number per voxel is needed"
+        )
     if seeds.GetDimension() != 3:
         raise InputError(f"the seed file '{path}' is {seeds.GetDimension()}D; a 3D labelmap is needed")
+    check_seed_labels(sitk.GetArrayViewFromImage(seeds), path)
     seeds = sitk.Cast(seeds, sitk.sitkUInt16)
     if not same_grid(seeds, reference):
         seeds = sitk.Resample(seeds, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16)
@@ -103,6 +131,10 @@ def segment(
     missing = [n for n, v in (("seeds", seeds), ("atlases", atlases), ("model", model)) if n in spec.needs and v is None]
     if missing:
         raise InputError(f"method '{method}' needs --{missing[0]}")
+    if seeds is not None:
+        if seeds.GetNumberOfComponentsPerPixel() != 1:
+            raise InputError("the seed image has several values per voxel; a labelmap with one whole number per voxel is needed")
+        check_seed_labels(sitk.GetArrayViewFromImage(seeds), "the seed image")
     options = (postprocess or PostprocessOptions()).validate()
     prog = Progress(progress, cancel)
     request = MethodRequest(

@@ -36,7 +36,8 @@ def add_arguments(p) -> None:
     p.add_argument("--instances-pred", metavar="F", help="instance map of the prediction (default: connected components per class)")
     p.add_argument("--instances-ref", metavar="F", help="instance map of the reference (default: connected components per class)")
     p.add_argument("--connectivity", type=int, choices=(6, 26), default=26, help="neighbourhood of connected components (default 26)")
-    p.add_argument("--output", "-o", metavar="FILE", help="also write the JSON result to FILE")
+    p.add_argument("--output", "-o", metavar="FILE", help="also write the JSON result to FILE (never one of the inputs)")
+    p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
 
 
 def run(args) -> int:
@@ -45,9 +46,19 @@ def run(args) -> int:
     from ..core.errors import InputError
     from ..io.images import read_image
     from ..measure.metrics import evaluate_labelmaps, format_table, read_labelmap, to_json_ready
+    from ..outputs.files import OUTPUT_FILES, write_text_atomically
 
-    if args.tolerance_mm < 0:
-        raise InputError(f"--tolerance-mm must be >= 0, got {args.tolerance_mm}")
+    if not 0 <= args.tolerance_mm < float("inf"):  # NaN fails this too
+        raise InputError(f"--tolerance-mm must be a finite distance >= 0 mm, got {args.tolerance_mm}")
+    if args.output:
+        out = Path(args.output)
+        inputs = [Path(x) for x in (args.pred, args.ref, args.instances_pred, args.instances_ref) if x]
+        if any(out.resolve() == i.resolve() or (i.is_dir() and out.resolve().parent == i.resolve() and out.name in OUTPUT_FILES) for i in inputs):
+            raise InputError(f"--output '{out}' is one of the inputs; choose another file")
+        if out.exists() and not args.overwrite:
+            raise InputError(f"'{out}' already exists; add --overwrite to replace it")
+        if out.is_dir():
+            raise InputError(f"--output '{out}' is a folder; give a file name")
     pred = read_labelmap(args.pred)
     ref = read_labelmap(args.ref)
     inst_pred = read_image(args.instances_pred) if args.instances_pred else None
@@ -65,7 +76,7 @@ def run(args) -> int:
     result["ref"] = str(args.ref)
     doc = to_json_ready(result)
     if args.output:
-        Path(args.output).write_text(json.dumps(doc, indent=2))
+        write_text_atomically(Path(args.output), json.dumps(doc, indent=2))
     if args.json:
         if result["resampled"]:
             print("note: PRED is on another voxel grid; it was resampled onto REF's grid (nearest neighbour)", file=sys.stderr)

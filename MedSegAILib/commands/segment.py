@@ -12,7 +12,7 @@ from ..core.errors import InputError
 from ..core.progress import CancelToken, TextProgressBar
 from ..io.images import case_name, read_channels, read_image
 from ..methods.registry import available_methods
-from ..outputs.files import check_output_folder, write_case_outputs
+from ..outputs.files import CaseFolderLock, check_output_folder, write_case_outputs
 from ..pipeline import read_seeds, segment
 from ..postprocess.cleanup import PostprocessOptions
 from ..runs.settings import add_run_arguments
@@ -130,8 +130,13 @@ def run_case(case: Case, args, params: dict, *, progress=None, cancel=None):
     )
     if not args.no_radiomics:
         add_radiomics(result, read_image(case.channels[0]))
-    paths = write_case_outputs(result, case.folder, overwrite=args.overwrite)
-    paths.update(write_extras(result, channels[0], case.folder, report=args.report))
+    paths = write_case_outputs(
+        result,
+        case.folder,
+        overwrite=args.overwrite,
+        extras=lambda tmp: write_extras(result, channels[0], tmp, report=args.report),
+        inputs=[*case.channels, *([case.seeds] if case.seeds else [])],
+    )
     return result, paths
 
 
@@ -165,13 +170,14 @@ def run(args) -> int:
     params = parse_params(args.param)
     cases = plan_cases(args.inputs, output, args.seeds)
     for c in cases:  # refuse before any work, so nothing is half done
-        check_output_folder(c.folder, args.overwrite)
+        check_output_folder(c.folder, args.overwrite, inputs=[*c.channels, *([c.seeds] if c.seeds else [])])
     cancel = CancelToken()
     for i, case in enumerate(cases, start=1):
         bar = None if args.quiet else TextProgressBar(lines=args.progress_lines)
         label = f"[{i}/{len(cases)}] {case.name}" if len(cases) > 1 else case.name
         try:
-            result, paths = run_case(case, args, params, progress=(lambda f, m, b=bar, l=label: b(f, f"{l}: {m}")) if bar else None, cancel=cancel)
+            with CaseFolderLock(case.folder):  # a second run on this folder stops at once
+                result, paths = run_case(case, args, params, progress=(lambda f, m, b=bar, l=label: b(f, f"{l}: {m}")) if bar else None, cancel=cancel)
         finally:
             if bar:
                 bar.close()

@@ -68,6 +68,9 @@ def read_image(path: PathLike) -> sitk.Image:
         raise InputError(f"the input '{p}' does not exist")
     if p.is_dir():
         return _read_dicom_folder(p)
+    from .file_checks import check_image_file
+
+    check_image_file(p)  # a file cut short or a header claiming more than memory holds
     try:
         return sitk.ReadImage(str(p))
     except RuntimeError as exc:

@@ -155,8 +155,8 @@ def surface_metrics(
     Returns a dict with ``hd95_mm``, ``assd_mm``, ``hd_mm`` (maximum), ``nsd``, ``pred_empty``,
     ``ref_empty``. One side empty: distances ``inf`` and NSD 0; both empty: 0 mm and NSD 1.
     """
-    if tolerance_mm < 0:
-        raise ValueError(f"tolerance_mm must be >= 0, got {tolerance_mm}")
+    if not 0 <= tolerance_mm < float("inf"):  # NaN fails too: NSD would be 0 for identical masks
+        raise ValueError(f"tolerance_mm must be a finite distance >= 0, got {tolerance_mm}")
     p_any, r_any = bool(np.any(pred)), bool(np.any(ref))
     out = {"pred_empty": not p_any, "ref_empty": not r_any}
     if not p_any and not r_any:

@@ -42,8 +42,8 @@ class PostprocessOptions:
     connectivity: int = 26
 
     def validate(self) -> "PostprocessOptions":
-        if self.min_island_mm3 < 0:
-            raise InputError(f"min_island_mm3 must be >= 0, got {self.min_island_mm3}")
+        if not (0 <= self.min_island_mm3 < float("inf")):  # also refuses NaN
+            raise InputError(f"min_island_mm3 must be a finite volume >= 0 mm³, got {self.min_island_mm3}")
         if not 0 <= self.keep_fraction_of_largest <= 1:
             raise InputError(f"keep_fraction_of_largest must be in [0, 1], got {self.keep_fraction_of_largest}")
         if self.connectivity not in (6, 26):

@@ -14,7 +14,7 @@ import json
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Tuple, Union
 
 from ...core.errors import InputError
 from ...resources import models_dir
@@ -97,7 +97,13 @@ def read_card(folder: Path) -> dict:
     folder = Path(folder)
     if not (folder / CARD).exists() or not (folder / WEIGHTS).exists():
         raise InputError(f"'{folder}' is not a MedSegAI model folder (it needs {WEIGHTS} and {CARD})")
-    return json.loads((folder / CARD).read_text())
+    try:
+        card = json.loads((folder / CARD).read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"the model card '{folder / CARD}' is not valid JSON ({exc})") from None
+    if not isinstance(card, dict):
+        raise InputError(f"the model card '{folder / CARD}' is not a JSON object")
+    return card
 
 
 @dataclass
@@ -123,10 +129,57 @@ def recorded_checksums(folder: Path) -> Dict[str, str]:
     return out
 
 
+def model_file(folder: Path, name: str, what: str) -> Path:
+    """The file ``name`` that a model card names, resolved inside ``folder``.
+
+    A card is data from wherever the model came from: a name that is absolute, climbs out with
+    ``..``, or is a symbolic link leading out of the folder is refused (InputError), so every
+    file that is checked and run lies in the model's own folder.
+    """
+    folder = Path(folder)
+    text = str(name)
+    pure = Path(text)
+    if not text or pure.is_absolute() or text.startswith(("/", "\\")) or ".." in pure.parts or ":" in text:
+        raise InputError(f"the model card of '{folder}' names {what} '{text}' outside the model folder; refusing to load it")
+    path = folder / pure
+    root = folder.resolve()
+    try:
+        path.resolve().relative_to(root)
+    except ValueError:
+        raise InputError(f"{what} '{path}' leads outside the model folder '{folder}' (a link?); refusing to load it") from None
+    if not path.is_file():
+        raise InputError(f"{what} '{path}' named by the model card does not exist")
+    return path
+
+
+def read_verified_bytes(folder: Path, name: str, card_digest: Optional[str], what: str, remedy: str = "") -> Tuple[bytes, str]:
+    """(content, SHA-256) of the card-named file ``name``: read once, hashed, and returned only
+    when the digest equals the card's and the ``model.sha256`` line (when listed), so the
+    bytes that were checked are the bytes that run. InputError otherwise."""
+    path = model_file(folder, name, what)
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    _check_digest(folder, path, name, digest, card_digest, what, remedy)
+    return data, digest
+
+
+def _check_digest(folder: Path, path: Path, name: str, digest: str, card_digest: Optional[str], what: str, remedy: str) -> None:
+    recorded = {card_digest}
+    listed = recorded_checksums(folder).get(name)
+    if listed:
+        recorded.add(listed)
+    if recorded != {digest}:
+        raise InputError(
+            f"the SHA-256 of {what} '{path}' does not match the recorded one "
+            f"(file {digest[:12]}..., recorded {', '.join(sorted(r[:12] + '...' for r in recorded if r))}); "
+            f"the file was changed or damaged, refusing to load it{remedy}"
+        )
+
+
 def verify_file(folder: Path, name: str, card_digest: Optional[str], what: str, remedy: str = "") -> str:
     """SHA-256 of ``folder/name`` once it equals the card's digest and the ``model.sha256``
     line (when listed); raises InputError naming the file otherwise. Imports nothing heavy."""
-    path = Path(folder) / name
+    path = model_file(folder, name, what)
     digest = sha256_file(path)
     recorded = {card_digest}
     listed = recorded_checksums(folder).get(name)
@@ -148,9 +201,35 @@ def read_verified_weights(model: Union[str, Path]) -> VerifiedWeights:
 
     folder = resolve_model_dir(model)
     card = read_card(folder)
-    digest = verify_file(folder, WEIGHTS, card.get("sha256"), "the weights")
-    state = safetensors.torch.load_file(str(folder / WEIGHTS), device="cpu")
-    return VerifiedWeights(state, Plan.from_dict(card["plan"]), card, digest, folder)
+    data, digest = read_verified_bytes(folder, weights_name(card), card.get("sha256"), "the weights")
+    state = safetensors.torch.load(data)  # the verified bytes themselves, not the file again
+    return VerifiedWeights(state, plan_of(card, folder), card, digest, folder)
+
+
+def weights_name(card: dict) -> str:
+    """The weights file a card names (``model.safetensors``); only that name is accepted."""
+    name = str(card.get("weights", WEIGHTS))
+    if name != WEIGHTS:
+        raise InputError(f"the model card names the weights '{name}'; MedSegAI models keep their weights in {WEIGHTS}")
+    return name
+
+
+def plan_of(card: dict, folder: Path) -> Plan:
+    """The card's plan, with a one-line error when it is missing or malformed."""
+    if not isinstance(card.get("plan"), dict):
+        raise InputError(f"the model card of '{folder}' has no plan")
+    try:
+        plan = Plan.from_dict(card["plan"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"the model card of '{folder}' has an unusable plan ({type(exc).__name__}: {exc})") from None
+    problems = plan.problems()
+    if problems:
+        raise InputError(f"the model card of '{folder}' has an unusable plan: {problems[0]}")
+    names = card["plan"].get("class_names") or {}
+    bad = [k for k in names if not str(k).isdigit() or not 1 <= int(k) < int(plan.num_classes)]
+    if bad:
+        raise InputError(f"the model card of '{folder}' names class {bad[0]}, outside the network's 1..{int(plan.num_classes) - 1}")
+    return plan
 
 
 def load_model(model: Union[str, Path], device: Optional[str] = "cpu") -> LoadedModel:
@@ -159,7 +238,10 @@ def load_model(model: Union[str, Path], device: Optional[str] = "cpu") -> Loaded
 
     w = read_verified_weights(model)
     net = build_network(w.plan)
-    net.load_state_dict(w.state_dict)
+    try:
+        net.load_state_dict(w.state_dict)
+    except RuntimeError as exc:  # shapes or names that the card's plan does not describe
+        raise InputError(f"the weights in '{w.folder}' do not fit the network the model card describes: {str(exc).splitlines()[0]}") from None
     net.to(device or "cpu")
     net.eval()
     return LoadedModel(net, w.plan, w.card, w.sha256, w.folder)

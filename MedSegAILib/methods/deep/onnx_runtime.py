@@ -25,7 +25,7 @@ import numpy as np
 
 from ...core.errors import InputError, MissingDependencyError
 from ...core.progress import Progress
-from .model_store import ONNX_FILE, WEIGHTS, read_card, resolve_model_dir, verify_file
+from .model_store import ONNX_FILE, WEIGHTS, plan_of, read_card, read_verified_bytes, resolve_model_dir, verify_file, weights_name
 from .plan import Plan
 from .sliding_window import sliding_window_logits
 
@@ -80,17 +80,24 @@ def load_onnx_model(model: Union[str, Path], threads: Optional[int] = None) -> O
     problem = export_problem(folder, card)
     if problem:
         raise InputError(problem)
-    # The export stands for the weights: both files must be the recorded ones.
+    # The export stands for the weights: both files must be the recorded ones, and the bytes
+    # that were hashed are the bytes ONNX Runtime gets (never the path again).
     remedy = f"; export it again with: medsegai export-onnx {folder}, or run with --param runtime=torch"
-    verify_file(folder, WEIGHTS, card.get("sha256"), "the weights", "; the model cannot be trusted")
+    verify_file(folder, weights_name(card), card.get("sha256"), "the weights", "; the model cannot be trusted")
     entry = card["onnx"]
-    path = folder / entry.get("file", ONNX_FILE)
-    digest = verify_file(folder, path.name, entry.get("sha256"), "the ONNX export", remedy)
+    data, digest = read_verified_bytes(folder, entry.get("file", ONNX_FILE), entry.get("sha256"), "the ONNX export", remedy)
+    plan = plan_of(card, folder)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = int(threads or os.cpu_count() or 1)
     options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return OnnxModel(session, Plan.from_dict(card["plan"]), card, card["sha256"], digest, folder)
+    try:
+        session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # a file that matches its digest but is no valid ONNX model
+        raise InputError(f"the ONNX export of '{folder}' cannot be opened by ONNX Runtime: {str(exc).splitlines()[0]}") from None
+    channels = session.get_outputs()[0].shape[1] if len(session.get_outputs()[0].shape) > 1 else None
+    if isinstance(channels, int) and channels != int(plan.num_classes):
+        raise InputError(f"the ONNX export of '{folder}' gives {channels} output channels, the card's plan {plan.num_classes} classes")
+    return OnnxModel(session, plan, card, card["sha256"], digest, folder)
 
 
 TORCH_STACK = ("torch", "monai", "safetensors")

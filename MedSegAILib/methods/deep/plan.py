@@ -16,6 +16,10 @@ from ...core.classes import distinct_colors
 
 NETWORKS = ("unet3d", "unet2d", "unet2.5d", "swinunetr")
 NORMS = ("instance", "group", "batch", "layer")
+NORMALIZATIONS = ("zscore", "ct")
+#: Bounds a plan from a model card must keep (beyond them a run cannot work or would not fit).
+MAX_CHANNELS, MAX_CLASSES, MAX_PATCH = 16, 256, 512
+MIN_SPACING_MM, MAX_SPACING_MM = 0.05, 50.0
 
 
 @dataclass
@@ -70,6 +74,49 @@ class Plan:
     def from_dict(d: dict) -> "Plan":
         known = {k: v for k, v in d.items() if k in Plan.__dataclass_fields__}
         return Plan(**known)
+
+    def problems(self) -> List[str]:
+        """What makes this plan unusable (a card from elsewhere is data, not trusted code):
+        empty when the network can be built and run on it."""
+        out: List[str] = []
+
+        def integers(values, n, low, high):
+            return isinstance(values, (list, tuple)) and len(values) == n and all(
+                isinstance(v, int) and not isinstance(v, bool) and low <= v <= high for v in values
+            )
+
+        if self.network not in NETWORKS:
+            out.append(f"network '{self.network}' is not one of {', '.join(NETWORKS)}")
+        if self.norm not in NORMS:
+            out.append(f"norm '{self.norm}' is not one of {', '.join(NORMS)}")
+        if self.normalization not in NORMALIZATIONS:
+            out.append(f"normalization '{self.normalization}' is not one of {', '.join(NORMALIZATIONS)}")
+        if self.normalization == "ct":
+            keys = {"mean", "std", "p00_5", "p99_5"}
+            if not (isinstance(self.intensity, list) and len(self.intensity) == self.in_channels
+                    and all(isinstance(s, dict) and keys <= set(s) for s in self.intensity)):
+                out.append(f"normalization 'ct' needs intensity statistics ({', '.join(sorted(keys))}) for each of the {self.in_channels} channels")
+        if not (isinstance(self.in_channels, int) and 1 <= self.in_channels <= MAX_CHANNELS):
+            out.append(f"in_channels must be 1 to {MAX_CHANNELS}, got {self.in_channels!r}")
+        if not (isinstance(self.num_classes, int) and 2 <= self.num_classes <= MAX_CLASSES):
+            out.append(f"num_classes must be 2 to {MAX_CLASSES}, got {self.num_classes!r}")
+        spacing = self.target_spacing_xyz
+        if not (isinstance(spacing, (list, tuple)) and len(spacing) == 3
+                and all(isinstance(s, (int, float)) and not isinstance(s, bool) and MIN_SPACING_MM <= s <= MAX_SPACING_MM for s in spacing)):
+            out.append(f"target_spacing_xyz must be 3 spacings of {MIN_SPACING_MM} to {MAX_SPACING_MM} mm, got {spacing!r}")
+        if not integers(self.patch_size_zyx, 3, 1, MAX_PATCH):
+            out.append(f"patch_size_zyx must be 3 whole numbers of 1 to {MAX_PATCH} voxels, got {self.patch_size_zyx!r}")
+        if not (isinstance(self.features, (list, tuple)) and 1 <= len(self.features) <= 8
+                and all(isinstance(f, int) and not isinstance(f, bool) and 1 <= f <= 1024 for f in self.features)):
+            out.append(f"features must be 1 to 8 channel counts of 1 to 1024, got {self.features!r}")
+        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
+            out.append(f"dropout must be in [0, 1), got {self.dropout!r}")
+        for key, color in (self.class_colors or {}).items():
+            if not (isinstance(color, (list, tuple)) and len(color) == 3
+                    and all(isinstance(c, (int, float)) and not isinstance(c, bool) and 0.0 <= c <= 1.0 for c in color)):
+                out.append(f"class colour {key} must be 3 numbers of 0 to 1 (red, green, blue), got {color!r}")
+                break
+        return out
 
     @property
     def stride(self) -> int:
