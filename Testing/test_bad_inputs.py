@@ -396,3 +396,62 @@ def test_no_pickle_eval_or_shell_anywhere():
                     if kw.arg in ("shell", "allow_pickle") and isinstance(kw.value, ast.Constant) and kw.value.value is True:
                         found.append(f"{where} passes {kw.arg}=True")
     assert found == []
+
+
+# --- 7. memory: estimates on every path, held against the process's real limit ---------------
+
+
+@pytest.fixture(scope="module")
+def large_volume(tmp_path_factory):
+    """A 300³ float32 volume (108 MB raw NRRD) and graph-cut seeds for it."""
+    folder = tmp_path_factory.mktemp("large")
+    rng = np.random.default_rng(0)
+    arr = rng.normal(100, 20, size=(300, 300, 300)).astype(np.float32)
+    arr[100:200, 100:200, 100:200] += 80
+    image = sitk.GetImageFromArray(arr)
+    sitk.WriteImage(image, str(folder / "large.nrrd"), useCompression=False)
+    seeds = np.zeros(arr.shape, np.uint8)
+    seeds[150, 150, 150] = 1
+    seeds[10, 10, 10] = 2
+    seed_img = sitk.GetImageFromArray(seeds)
+    sitk.WriteImage(seed_img, str(folder / "seeds.nrrd"), useCompression=True)
+    return folder / "large.nrrd", folder / "seeds.nrrd"
+
+
+def _limited(args, limit_kb, tmp_path):
+    command = " ".join([sys.executable, "-m", "MedSegAILib.cli", *map(str, args)])
+    return subprocess.run(["bash", "-c", f"ulimit -v {limit_kb}; exec {command}"], capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--method", "otsu"], "Otsu with 2 classes on 27,000,000 voxels would need"),
+        (["--method", "graphcut", "--param", "mode=full", "--seeds", "SEEDS"], "graph cut on 27,000,000 voxels"),
+        (["--method", "mrf", "--param", "mode=full"], "graph cut on 27,000,000 voxels"),
+    ],
+    ids=["otsu", "graphcut-full", "mrf-full"],
+)
+def test_runs_that_would_not_fit_under_ulimit_are_refused_first(large_volume, args, fragment, tmp_path):
+    image, seeds = large_volume
+    args = [str(seeds) if a == "SEEDS" else a for a in args]
+    t0 = time.monotonic()
+    proc = _limited(["segment", image, *args, "--no-radiomics", "-o", tmp_path / "o"], 2_500_000, tmp_path)
+    expect_refusal(proc, fragment)
+    assert time.monotonic() - t0 < 60
+    assert not (tmp_path / "o").exists()
+
+
+def test_radiomics_of_a_huge_intensity_range_does_not_allocate_it():
+    from MedSegAILib.measure.radiomics import firstorder_features, glcm_features
+
+    rng = np.random.default_rng(1)
+    values = rng.uniform(0, 1e12, size=5000)
+    features = firstorder_features(values)
+    assert 0 < features["Entropy"] < 13 and np.isfinite(features["Uniformity"])
+    mask = np.ones((10, 10, 10), bool)
+    levels = np.zeros(mask.shape, np.int64)
+    from MedSegAILib.measure.radiomics import discretize
+
+    levels[mask] = discretize(rng.uniform(0, 1e12, size=1000), 25.0)
+    assert np.isfinite(glcm_features(levels, mask)["Contrast"])

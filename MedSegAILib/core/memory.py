@@ -84,3 +84,13 @@ def available_memory_bytes(default: int = 8 << 30) -> int:
     and the address-space limit's room; ``default`` when none can be read."""
     found = [v for v in (_meminfo_available(), _cgroup_room(), _address_space_room()) if v is not None]
     return min(found) if found else default
+
+
+def require_memory(need_bytes: int, what: str, advice: str = "crop the volume or use a machine with more memory") -> None:
+    """Raise ResourceError (one line, with the figures) when ``need_bytes`` exceeds 80 % of
+    :func:`available_memory_bytes`; a run is refused before its work instead of dying in it."""
+    from .errors import ResourceError
+
+    have = available_memory_bytes()
+    if need_bytes > 0.8 * have:
+        raise ResourceError(f"{what} would need about {need_bytes / 2**30:.1f} GiB of memory, {have / 2**30:.1f} GiB are available; {advice}")

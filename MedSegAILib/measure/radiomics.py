@@ -69,8 +69,19 @@ def bin_edges(values: np.ndarray, bin_width: float) -> np.ndarray:
 
 
 def discretize(values: np.ndarray, bin_width: float) -> np.ndarray:
-    """Grey levels 1..N of ``values`` with a fixed bin width."""
-    return np.digitize(values, bin_edges(values, bin_width))
+    """Grey levels 1..N of ``values`` with a fixed bin width: ``floor((v - low) / width) + 1``
+    with ``low`` the largest multiple of the width at or below the minimum (the bins of
+    :func:`bin_edges`), computed without listing the edges, so an intensity range of 1e12 costs
+    nothing extra (``np.arange`` of its edges would ask for terabytes)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    lo = float(values.min())
+    low = lo - (lo % bin_width)
+    levels = np.floor((values - low) / bin_width).astype(np.int64) + 1
+    if float(values.max()) == low:  # a flat region exactly on an edge: one level (as bin_edges)
+        levels[:] = 1
+    return levels
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,9 +103,8 @@ def firstorder_features(values: np.ndarray, *, bin_width: float = 25.0, voxel_vo
     m4 = np.mean(d**4)
     p10, p25, p50, p75, p90 = np.percentile(x, [10, 25, 50, 75, 90])
     robust = x[(x >= p10) & (x <= p90)]
-    levels = discretize(x, bin_width)
-    p = np.bincount(levels)[1:] / n
-    p = p[p > 0]
+    _, counts = np.unique(discretize(x, bin_width), return_counts=True)  # no array as long as the range
+    p = counts / n
     energy = float(np.sum((x + voxel_array_shift) ** 2))
     return {
         "Energy": energy,
@@ -168,10 +178,9 @@ def glcm_matrices(levels: np.ndarray, mask: np.ndarray) -> np.ndarray:
     ``levels`` holds grey levels 1..Ng inside ``mask``. Rows/columns are the grey levels present
     in the region (ascending); directions without any pair are dropped.
     """
-    present = np.unique(levels[mask])
-    lut = np.zeros(int(present.max()) + 1, dtype=np.int64)
-    lut[present] = np.arange(present.size)
-    g = np.where(mask, lut[np.where(mask, levels, 0)], -1)
+    present, index = np.unique(levels[mask], return_inverse=True)  # ranks, not a table as long as the range
+    g = np.full(levels.shape, -1, dtype=np.int64)
+    g[mask] = index.reshape(-1)
     ng = present.size
     mats = []
     shape = g.shape
@@ -203,10 +212,11 @@ def glcm_features(levels: np.ndarray, mask: np.ndarray) -> Dict[str, float]:
     py = P.sum(0, keepdims=True)  # (1, Ng, A)
     ux = (i * P).sum((0, 1))
     uy = (j * P).sum((0, 1))
-    k_sum = np.arange(2, 2 * n_gl + 1, dtype=float)
-    k_diff = np.arange(0, n_gl, dtype=float)
-    s_idx = (gl[:, None] + gl[None, :]).astype(int) - 2
-    d_idx = np.abs(gl[:, None] - gl[None, :]).astype(int)
+    # p(x+y) and p(|x-y|) over the sums and differences that occur (pyradiomics lists every
+    # value from 2 to 2 Ng; the absent ones hold 0 and add nothing to any feature, and a list
+    # as long as the grey-level range would not fit for a range of 1e12).
+    k_sum, s_idx = np.unique((gl[:, None] + gl[None, :]).ravel(), return_inverse=True)
+    k_diff, d_idx = np.unique(np.abs(gl[:, None] - gl[None, :]).ravel(), return_inverse=True)
     n_a = P.shape[-1]
     p_sum = np.zeros((k_sum.size, n_a))
     p_diff = np.zeros((k_diff.size, n_a))
@@ -245,7 +255,7 @@ def glcm_features(levels: np.ndarray, mask: np.ndarray) -> Dict[str, float]:
         "Idmn": (p_diff / (1 + k_diff[:, None] ** 2 / n_gl**2)).sum(0),
         "Id": (p_diff / (1 + k_diff[:, None])).sum(0),
         "Idn": (p_diff / (1 + k_diff[:, None] / n_gl)).sum(0),
-        "InverseVariance": (p_diff[1:] / k_diff[1:, None] ** 2).sum(0),
+        "InverseVariance": (p_diff[k_diff > 0] / k_diff[k_diff > 0, None] ** 2).sum(0),
         "MaximumProbability": P.max((0, 1)),
         "SumAverage": (k_sum[:, None] * p_sum).sum(0),
         "SumEntropy": -(p_sum * np.log2(p_sum + eps)).sum(0),

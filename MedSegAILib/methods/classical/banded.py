@@ -87,6 +87,14 @@ def label_boundary(labels: np.ndarray) -> np.ndarray:
     return b
 
 
+def check_full_solve_fits(n_voxels: int, n_labels: int, *, mode: str, solver: str, max_memory_gb: float, full_max_voxels: int = 2_000_000) -> None:
+    """Before any work: refuse (ResourceError) a whole-volume solve that would not fit, counting
+    the full-resolution arrays held beside the graph (unary and spatial costs, marginals: about
+    three (N, K) float32 arrays). Banded solves are checked level by level as they run."""
+    if mode == "full" or (mode == "auto" and n_voxels <= full_max_voxels):
+        check_memory(n_voxels, n_labels, max_memory_gb=max_memory_gb, graph=solver == "graphcut", extra_bytes=3 * 4 * n_voxels * n_labels)
+
+
 def _solve_level(
     arr, spacing, unary_fn, k, *, weight, sigma, seeds, solver, mf_iterations, max_memory_gb, band=None, fixed=None,
     extra_bytes=0, progress=None,

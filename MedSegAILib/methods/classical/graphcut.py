@@ -20,7 +20,7 @@ from ...core.errors import InputError
 from ...core.result import MethodOutput
 from ...uncertainty.entropy import entropy_image, probabilities_image
 from ..registry import MethodRequest
-from .banded import MODES, solve_potts_grid
+from .banded import MODES, check_full_solve_fits, solve_potts_grid
 from .energy import contrast_sigma, import_maxflow
 
 # Unary costs are clipped here (nats) so that one outlier intensity cannot outvote its
@@ -283,6 +283,8 @@ def seeded_graph_cut(
         import_maxflow()
     index, objects, background = check_seeds(image, seeds, background_label)
     k = len(objects) + 1
+    n_voxels = int(np.prod(image.GetSize()))
+    check_full_solve_fits(n_voxels, k, mode=mode, solver=solver, max_memory_gb=max_memory_gb)
     arr = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
     spacing = image.GetSpacing()[::-1]
     if progress is not None:

@@ -20,7 +20,7 @@ from ...core.errors import InputError
 from ...core.result import MethodOutput
 from ...uncertainty.entropy import entropy_image, probabilities_image
 from ..registry import MethodRequest
-from .banded import MODES, solve_potts_grid
+from .banded import MODES, check_full_solve_fits, solve_potts_grid
 from .energy import contrast_sigma, import_maxflow
 from .otsu import otsu_thresholds
 
@@ -119,6 +119,7 @@ def _segment(
     if solver == "graphcut":
         import_maxflow()
     bias = parse_bias(prior_bias, n_classes)
+    check_full_solve_fits(int(np.prod(image.GetSize())), n_classes, mode=mode, solver=solver, max_memory_gb=max_memory_gb)
     if progress is not None:
         progress.update(0.02, "multi-Otsu initialisation and EM")
     work = sitk.Cast(image, sitk.sitkFloat32)

@@ -16,6 +16,7 @@ import SimpleITK as sitk
 
 from ...core.classes import TISSUE, Terminology, generic_classes
 from ...core.errors import InputError
+from ...core.memory import require_memory
 from ...core.result import MethodOutput
 from ...uncertainty.entropy import entropy_image, probabilities_image
 from ..registry import MethodRequest
@@ -95,6 +96,9 @@ def otsu_segmentation(image: sitk.Image, *, n_classes: int = 2, bins: int = 128,
     --------
     >>> out = otsu_segmentation(sitk.ReadImage("hippocampus_001.nii.gz"), n_classes=3)
     """
+    n = int(np.prod(image.GetSize()))
+    # float32 copy, float64 values, labels, and the mixture posterior's (N, K) float64 temporaries.
+    require_memory(n * (4 + 8 + 1 + 3 * 8 * n_classes + 4 * n_classes), f"Otsu with {n_classes} classes on {n:,} voxels")
     work = sitk.Cast(image, sitk.sitkFloat32)
     if smoothing_mm > 0:
         work = sitk.SmoothingRecursiveGaussian(work, float(smoothing_mm))
