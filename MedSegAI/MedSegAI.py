@@ -17,6 +17,7 @@ dependencies are imported when first needed. Everything here parses and runs on 
 (Slicer 5.8, the oldest supported release).
 """
 
+import codecs
 import functools
 import importlib
 import logging
@@ -69,7 +70,8 @@ class MedSegAI(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("MedSegAI")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
-        self.parent.dependencies = []  # PyTorch (for some deep runs) is an extension dependency
+        # Slicer modules the panel uses; PyTorch (for some deep runs) is an extension dependency.
+        self.parent.dependencies = ["Segmentations", "Tables", "Colors", "SampleData"]
         self.parent.contributors = ["MedSegAI project"]
         self.parent.helpText = _(
             "Segment images with classical, atlas-based or deep-learning methods. Each run gives a "
@@ -209,8 +211,8 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         self.logic.cancel()
-        self.removeObservers()
         self._disconnectParameterNode()
+        self.removeObservers()
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -230,9 +232,13 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(self.logic.getParameterNode())
         p = self._parameterNode
         if not p.inputVolume:
-            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if firstVolumeNode:
-                p.inputVolume = firstVolumeNode
+            # Not a labelmap (a subclass the selector does not show).
+            volumes = slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode")
+            for i in range(volumes.GetNumberOfItems()):
+                node = volumes.GetItemAsObject(i)
+                if not node.IsA("vtkMRMLLabelMapVolumeNode"):
+                    p.inputVolume = node
+                    break
         # A combo the user never touches still decides the run: write its value into the node.
         models = [self.ui.modelComboBox.itemData(i) for i in range(self.ui.modelComboBox.count)]
         if models and p.model not in models:
@@ -252,7 +258,8 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if self._parameterNodeGuiTag is not None:
                 self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
+            if self.hasObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui):
+                self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
 
     def setParameterNode(self, inputParameterNode) -> None:
         self._disconnectParameterNode()
@@ -352,14 +359,17 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return None
 
     def onMethodFamilyChanged(self, index: int) -> None:
+        from MedSegAILib.runs.settings import FAMILY_DEFAULT_METHODS
+
         if self._updatingGui or self._parameterNode is None or index < 0:
             return
         family = self.ui.methodFamilyComboBox.itemData(index)
-        methods = self._methods.get(family, [])
+        names = [m.name for m in self._methods.get(family, [])]
         with slicer.util.NodeModify(self._parameterNode.parameterNode):
             self._parameterNode.methodFamily = family
-            if methods and self._parameterNode.method not in [m.name for m in methods]:
-                self._parameterNode.method = methods[0].name
+            if names and self._parameterNode.method not in names:
+                default = FAMILY_DEFAULT_METHODS.get(family)
+                self._parameterNode.method = default if default in names else names[0]
                 self._parameterNode.methodParameters = "{}"
 
     def onMethodChanged(self, index: int) -> None:
@@ -392,10 +402,8 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         values = parameters_from_json(self._parameterNode.methodParameters, spec.name)
         layout = self.ui.parametersCollapsibleButton.layout()
         if self._formMethod != spec.name:
-            while layout.count():
-                item = layout.takeAt(0)
-                if item.widget():
-                    item.widget().deleteLater()
+            while layout.rowCount():
+                layout.removeRow(0)  # deletes the row's label and widget (takeAt would leak the items)
             self._parameterWidgets = {}
             self._formMethod = spec.name
             for name, default in spec.defaults.items():
@@ -460,12 +468,14 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.cancel()  # the run's outcome ("cancelled") arrives through onFinished
             return
         self.ui.logTextEdit.clear()
+        p = self._parameterNode
+        # Asked (and installed) before the wait cursor: the question and pip's dialog need a normal one.
+        with slicer.util.tryWithErrorDisplay(_("The method's packages could not be installed.")):
+            if not self.logic.ensureDependencies(self.logic.settingsFor(p)):
+                self.ui.statusLabel.text = _("The method's packages are not installed; nothing was run.")
+                return
         with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
             try:
-                p = self._parameterNode
-                if not self.logic.ensureDependencies(self.logic.settingsFor(p)):
-                    self.ui.statusLabel.text = _("The method's packages are not installed; nothing was run.")
-                    return
                 self.ui.progressBar.value = 0
                 self.ui.progressBar.visible = True
                 self.ui.statusLabel.text = _("Starting…")
@@ -549,6 +559,7 @@ class MedSegAIProcess:
         self._parent = parent
         self._process = None
         self._events = None
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a character may span two reads
 
     def start(self, program, arguments, environment, events) -> None:
         process = qt.QProcess(self._parent)
@@ -570,11 +581,12 @@ class MedSegAIProcess:
 
     def _onReadyRead(self) -> None:
         if self._process is not None:
-            self._events.output(bytes(self._process.readAllStandardOutput().data()).decode("utf-8", "replace"))
+            self._events.output(self._decoder.decode(self._process.readAllStandardOutput().data()))
 
     def _onFinished(self, exitCode, exitStatus) -> None:
         if self._process is not None:
             self._onReadyRead()
+            self._events.output(self._decoder.decode(b"", final=True))
             self._events.finished(int(exitCode), exitStatus == qt.QProcess.CrashExit)
 
     def _onErrorOccurred(self, error) -> None:
@@ -590,9 +602,15 @@ class MedSegAIProcess:
             self._process.kill()
 
     def release(self) -> None:
+        """Free the QProcess once it has stopped: deleting a running one makes Qt wait in its
+        destructor (after a cancel the killed launcher may not be reaped yet)."""
         process, self._process = self._process, None
-        if process is not None:
+        if process is None:
+            return
+        if process.state() == qt.QProcess.NotRunning:
             process.deleteLater()
+        else:
+            process.connect("finished(int,QProcess::ExitStatus)", process.deleteLater)
 
 
 #
@@ -611,9 +629,15 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self.libraryFolder = _ensureLibraryOnPath()
         self._run = None
+        self._wrapper = None
 
     def getParameterNode(self):
-        return parameterNodeClass()(super().getParameterNode())
+        """One wrapper per parameter node: before Slicer 5.12 every wrapper that was connected
+        to the GUI keeps an observer for good, so a new one on each visit would pile them up."""
+        node = super().getParameterNode()
+        if self._wrapper is None or self._wrapper.parameterNode is not node:
+            self._wrapper = parameterNodeClass()(node)
+        return self._wrapper
 
     # --- environment ------------------------------------------------------------------------
 
@@ -639,18 +663,20 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
         missing = missing_for_run(settings)
         if not missing:
             return True
+        if slicer.app.commandOptions().testingEnabled:
+            return False  # the question answers itself in testing mode: never install unasked
         if not slicer.util.confirmOkCancelDisplay(_(install_question(settings.method, missing))):
             return False
         plan = install_plan(missing)
         if "pytorch" in plan:
             try:
                 PyTorchUtils = importlib.import_module("PyTorchUtils")
-            except ImportError:
-                raise RuntimeError(_("This run needs the PyTorch extension: install 'PyTorch' from the Extensions Manager and restart."))
+            except ImportError as exc:
+                raise RuntimeError(_("This run needs the PyTorch extension: install 'PyTorch' from the Extensions Manager and restart.")) from exc
             try:
                 torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=torch_version_requirement())
             except Exception as exc:  # installTorch raises when the install fails (None: declined)
-                raise RuntimeError(_("PyTorch could not be installed: {error}").format(error=exc))
+                raise RuntimeError(_("PyTorch could not be installed: {error}").format(error=exc)) from exc
             if torch is None:
                 return False
         if "pip" in plan:
@@ -782,6 +808,7 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
 
     def exportSurfaces(self, segmentationNode, folder, fileFormat="stl", smoothing=0.5, coordinateSystem="LPS", overwrite=False):
         """One closed surface file per segment of ``segmentationNode`` (through a .seg.nrrd)."""
+        from MedSegAILib.slicer_bridge.scene_io import write_segmentation_for_export
         from MedSegAILib.slicer_bridge.surfaces import export_surfaces
 
         if segmentationNode is None:
@@ -789,11 +816,7 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
         if not folder:
             raise ValueError(_("Select a folder for the surface files."))
         with tempfile.TemporaryDirectory(prefix="MedSegAI-") as tmp:
-            path = os.path.join(tmp, "segmentation.seg.nrrd")
-            storage = slicer.vtkMRMLSegmentationStorageNode()
-            storage.SetFileName(path)
-            if not storage.WriteData(segmentationNode):
-                raise RuntimeError(_("Could not save the segmentation for export."))
+            path = write_segmentation_for_export(segmentationNode, os.path.join(tmp, "segmentation.seg.nrrd"))
             return export_surfaces(
                 path, folder, file_format=fileFormat, smoothing=smoothing, coordinate_system=coordinateSystem, overwrite=overwrite
             )
@@ -817,6 +840,10 @@ class MedSegAITest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
+        self.setUp()
+        self.test_SampleDataDownload()
+        self.setUp()
+        self.test_ApplyButton()
         self.setUp()
         self.test_ApplyOnSampleData()
         self.setUp()
@@ -866,6 +893,37 @@ class MedSegAITest(ScriptedLoadableModuleTest):
         self.assertFalse(logic.isRunning())
         return nodes
 
+    def test_SampleDataDownload(self):
+        """The registered file:// sources and their SHA-256 checksums load through Sample Data."""
+        import SampleData
+
+        registerSampleData()
+        case, _ = self._sample()
+        nodes = SampleData.SampleDataLogic().downloadSample(case.name)
+        self.assertTrue(nodes)
+        self.delayDisplay("Test passed")
+
+    def test_ApplyButton(self):
+        """The panel's own path: Apply on the widget, the run in the background, the result
+        adopted as the output and shown; Otsu needs no package."""
+        case, volume = self._sample()
+        slicer.util.selectModule("MedSegAI")
+        widget = slicer.modules.medsegai.widgetRepresentation().self()
+        p = widget._parameterNode
+        p.inputVolume = volume
+        p.methodFamily, p.method, p.methodParameters = "classical", "otsu", "{}"
+        p.outputSegmentation = None
+        widget.ui.applyButton.click()
+        self.assertTrue(widget.logic.isRunning())
+        self.assertEqual(widget.ui.applyButton.text, _("Cancel"))
+        self._wait(lambda: not widget.logic.isRunning())
+        slicer.app.processEvents()
+        self.assertIsNotNone(p.outputSegmentation)
+        self.assertGreater(p.outputSegmentation.GetSegmentation().GetNumberOfSegments(), 0)
+        self.assertEqual(widget.ui.applyButton.text, _("Apply"))
+        self.assertTrue(widget.ui.showTableButton.enabled)
+        self.delayDisplay("Test passed")
+
     def test_ApplyOnSampleData(self):
         from MedSegAILib.resources import default_model_name
 
@@ -900,7 +958,7 @@ class MedSegAITest(ScriptedLoadableModuleTest):
         self.delayDisplay("Test passed")
 
     def test_Cancel(self):
-        from MedSegAILib.runs.process_tree import is_alive
+        from MedSegAILib.runs.process_tree import descendants, is_alive
 
         case, volume = self._sample()
         logic, p = self._parameterNode(volume, "atlas", atlasFolder="hippocampus")
@@ -908,10 +966,12 @@ class MedSegAITest(ScriptedLoadableModuleTest):
         run = logic.startRun(p, onProgress=lambda f, m: progress.append(f), onFinished=lambda o, n, e: outcomes.append(o))
         self._wait(lambda: progress, 120)
         pid = run.launcher.pid()
+        tree = [pid, *descendants(pid)]  # PythonSlicer and the real Python below it
+        self.assertGreater(len(tree), 1)
         logic.cancel()
         self._wait(lambda: outcomes, 10)
         self.assertEqual(outcomes[0].status, "cancelled")
-        self.assertFalse(is_alive(pid))
+        self.assertEqual([q for q in tree if is_alive(q)], [])
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"), 0)
         self.delayDisplay("Test passed")
 

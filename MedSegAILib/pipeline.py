@@ -60,6 +60,18 @@ def check_seed_labels(values: np.ndarray, source) -> None:
             raise InputError(f"the seeds in '{source}' contain the label {high:g}; seed labels are whole numbers 0-{MAX_SEED_LABEL}")
 
 
+def _dicom_record(input_files) -> Dict[str, Any]:
+    """Which series of each DICOM folder input was segmented (and how many others it held)."""
+    from .io.images import dicom_series
+
+    record = []
+    for f in input_files:
+        if Path(f).is_dir():
+            uid, files, others = dicom_series(Path(f))
+            record.append({"folder": str(f), "series_instance_uid": uid, "slices": len(files), "other_series": others})
+    return {"input_dicom_series": record} if record else {}
+
+
 def read_seeds(path, reference: sitk.Image) -> sitk.Image:
     """Read a seed labelmap and bring it onto ``reference``'s grid (nearest neighbour).
 
@@ -176,7 +188,7 @@ def segment(
         created_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         library_versions=_library_versions(),
         postprocessing=options.to_dict(),
-        extra=out.extra,
+        extra={**(out.extra or {}), **_dicom_record(input_files)},
     )
     prog.update(1.0, "done")
     return SegmentationResult(

@@ -52,7 +52,7 @@ class SampleCase:
 
 def sample_cases(sample_dir=None) -> List[SampleCase]:
     """The bundled sample cases (``hippocampus_<n>.nii.gz`` + ``_label``), with SHA-256 checksums."""
-    from .io.images import file_sha256
+    from .core.checksums import sha256_of_file  # hashlib only: Slicer calls this at every start
 
     folder = Path(sample_dir) if sample_dir else sample_data_dir()
     cases = []
@@ -68,8 +68,8 @@ def sample_cases(sample_dir=None) -> List[SampleCase]:
                 name=f"MedSegAI {stem.replace('_', ' ')}",
                 image=image,
                 label=label,
-                image_sha256=file_sha256(image),
-                label_sha256=file_sha256(label),
+                image_sha256=sha256_of_file(image),
+                label_sha256=sha256_of_file(label),
             )
         )
     return cases

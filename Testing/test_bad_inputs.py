@@ -455,3 +455,82 @@ def test_radiomics_of_a_huge_intensity_range_does_not_allocate_it():
 
     levels[mask] = discretize(rng.uniform(0, 1e12, size=1000), 25.0)
     assert np.isfinite(glcm_features(levels, mask)["Contrast"])
+
+
+# --- 8. DICOM series that would be read wrongly ---------------------------------------------
+
+
+def _dicom_copy(shared_data, tmp_path):
+    folder = tmp_path / "series"
+    shutil.copytree(shared_data / "hippocampus_dicom" / "study1_hcrop", folder)
+    return folder
+
+
+def test_a_series_with_a_missing_slice_is_refused(shared_data, tmp_path):
+    from MedSegAILib.io.images import dicom_series
+
+    folder = _dicom_copy(shared_data, tmp_path)
+    _, files, _ = dicom_series(folder)  # in slice order
+    Path(files[len(files) // 2]).unlink()
+    expect_refusal(run_cli("segment", folder, "-o", tmp_path / "o"), "is not evenly spaced")
+
+
+def test_the_segmented_series_is_recorded_when_a_folder_holds_several(shared_data, tmp_path):
+    folder = _dicom_copy(shared_data, tmp_path)
+    scout = sitk.Image([16, 16, 1], sitk.sitkInt16)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for key, value in (("0020|000e", "1.2.826.0.1.3680043.2.1125.999.1"), ("0008|0060", "MR"), ("0020|0032", "0\\0\\0"), ("0020|0037", "1\\0\\0\\0\\1\\0")):
+        scout.SetMetaData(key, value)
+    writer.SetFileName(str(folder / "scout.dcm"))
+    import locale
+
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        writer.Execute(scout)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)  # GDCM's writer resets the process locale to "C"
+    out = tmp_path / "o"
+    proc = run_cli("segment", folder, "--no-radiomics", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((out / "provenance.json").read_text())["extra"]["input_dicom_series"][0]
+    assert record["slices"] == 32 and record["other_series"] == ["1.2.826.0.1.3680043.2.1125.999.1"]
+    assert record["series_instance_uid"].startswith("1.2.826.0.1.3680043.8.498")
+
+
+# --- 9. failures that used to be "internal error" --------------------------------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MB tmpfs (root only: skipped where mounting is not allowed)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_is_a_one_line_error_and_the_earlier_case_survives(tiny_disk):
+    out = tiny_disk / "out"
+    assert run_cli("segment", CASE.image, "--no-radiomics", "-o", out).returncode == 0
+    before = {p.name: digest(p) for p in out.iterdir()}
+    free = shutil.disk_usage(tiny_disk).free
+    (tiny_disk / "filler").write_bytes(b"\0" * max(free - 8192, 0))
+    proc = run_cli("segment", CASE.image, "--no-radiomics", "--param", "n_classes=3", "--overwrite", "-o", out)
+    expect_refusal(proc, "the disk is full")
+    assert {p.name: digest(p) for p in out.iterdir()} == before
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler", "out"]  # no temporaries left
+
+
+def test_a_dataset_label_that_would_overflow_is_refused(tmp_path):
+    data = tmp_path / "data"
+    for sub in ("imagesTr", "labelsTr"):
+        (data / sub).mkdir(parents=True)
+    shutil.copy(CASE.image, data / "imagesTr" / "case_0000.nii.gz")
+    shutil.copy(CASE.label, data / "labelsTr" / "case.nii.gz")
+    (data / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "-1": "wrapped", "1": "a"}, "channel_names": {"0": "MRI"}}))
+    proc = run_cli("train", data, "--output", tmp_path / "model", "--epochs", "1")
+    expect_refusal(proc, "names the label -1")
+    assert not (tmp_path / "model").exists()

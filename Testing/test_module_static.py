@@ -21,7 +21,7 @@ MODULE_CMAKE = REPO / "MedSegAI" / "CMakeLists.txt"
 CATALOG = REPO / "MedSegAI.json"
 
 #: Modules the Slicer module may import at module scope: the standard library and Slicer's own.
-ALLOWED_TOP_LEVEL = {"functools", "importlib", "json", "logging", "os", "pathlib", "shutil", "sys", "tempfile", "time", "typing",
+ALLOWED_TOP_LEVEL = {"codecs", "functools", "importlib", "json", "logging", "os", "pathlib", "shutil", "sys", "tempfile", "time", "typing",
                      "ctk", "qt", "vtk", "slicer"}
 HEAVY = ("torch", "monai", "maxflow", "SimpleITK", "numpy", "scipy", "MedSegAILib", "PyTorchUtils", "SampleData")
 
@@ -337,3 +337,9 @@ def test_catalog_entry_passes_the_extension_index_checks():
     readme = (REPO / "README.md").read_text()
     assert "3d-slicer-extension" in readme  # the GitHub topic the index requires, documented
     assert "Slicer 5.8" in readme and "5.8" in _cmake_set(top, "EXTENSION_DESCRIPTION")
+
+
+def test_minimum_slicer_check_comes_after_find_package():
+    """Slicer_VERSION_MAJOR/MINOR are set by find_package(Slicer): a check before it never runs."""
+    top = TOP_CMAKE.read_text()
+    assert top.index("find_package(Slicer REQUIRED)") < top.index('VERSION_LESS "5.8"')

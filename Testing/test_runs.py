@@ -75,7 +75,8 @@ def test_every_run_field_has_a_non_default_probe():
 @pytest.mark.parametrize("name", sorted(NON_DEFAULT))
 def test_each_setting_survives_the_command_line(name):
     """Panel -> command line -> parsed by the CLI itself -> the same settings, field by field."""
-    base = RunSettings(method="mrf") if name != "method" else RunSettings()
+    # The model and atlas folders are options of the methods that take them.
+    base = RunSettings(method={"model": "deep", "atlasFolder": "atlas", "method": "otsu"}.get(name, "mrf"))
     changed = replace_settings(base, **{name: NON_DEFAULT[name]})
     back = _round_trip(changed)
     if name == "methodParameters":  # kept as JSON: compare the parameters it means
@@ -384,3 +385,19 @@ def test_parameters_outside_their_range_or_choices_are_refused():
     for spec in (otsu, deep, get_method("mrf"), get_method("graphcut"), get_method("atlas"), get_method("crf")):
         assert set(spec.parameters) == set(spec.defaults), spec.name
         assert coerce_params(spec, dict(spec.defaults)) == spec.defaults  # every default is in range
+
+
+def test_an_installed_package_too_old_for_its_range_counts_as_missing():
+    assert rq.is_satisfied(rq.Requirement("numpy>=1.0", "numpy"))
+    assert not rq.is_satisfied(rq.Requirement("numpy>=99", "numpy"))
+    assert not rq.is_satisfied(rq.Requirement("nosuchpackage>=1", "nosuchpackage"))
+    assert rq._compare("2.13.0+cpu", ">=", "2.1") and not rq._compare("1.12.1", ">=", "2.1") and rq._compare("1.3", "<", "1.10")
+
+
+def test_model_and_atlas_folders_go_only_to_methods_that_take_them():
+    stale = RunSettings(method="otsu", model="hippocampus", atlasFolder="/atlases")
+    args = segment_arguments(["a.nrrd"], "o", stale)
+    assert "--model" not in args and "--atlases" not in args
+    deep = segment_arguments(["a.nrrd"], "o", replace_settings(stale, method="deep"))
+    assert deep[deep.index("--model") + 1] == "hippocampus" and "--atlases" not in deep
+    assert subprocess_environment({}, "/lib")["PYTHONIOENCODING"] == "utf-8"

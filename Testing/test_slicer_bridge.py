@@ -423,3 +423,31 @@ def test_seg_nrrd_reads_back_with_slicerio(hippo_result, tmp_path):
         np.testing.assert_allclose(s["color"], hippo_result.class_info(r.class_label).color, atol=1e-5)
     voxels = np.asarray(seg["voxels"])  # slicerio: (i, j, k), SimpleITK arrays: (k, j, i)
     np.testing.assert_array_equal(voxels.transpose(2, 1, 0), sitk.GetArrayViewFromImage(hippo_result.instances))
+
+
+def test_a_segmentation_made_of_surfaces_exports_through_a_labelmap_copy(tmp_path):
+    """Slicer's storage node writes the source representation only; a segmentation made from
+    surfaces (an imported STL) would go out as poly data and the export would fail on it."""
+    import vtk
+
+    from MedSegAILib.slicer_bridge.scene_io import write_segmentation_for_export
+
+    sn.import_slicer()
+    scene = slicer.vtkMRMLScene()
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "from surfaces")
+    node.SetSourceRepresentationToClosedSurface()  # as an imported model is
+    sphere = vtk.vtkSphereSource()
+    sphere.SetRadius(10.0)
+    sphere.SetThetaResolution(32)
+    sphere.SetPhiResolution(32)
+    sphere.Update()
+    node.AddSegmentFromClosedSurfaceRepresentation(sphere.GetOutput(), "ball", [1.0, 0.5, 0.2])
+    assert not node.GetSegmentation().IsSourceRepresentationImageData()
+    path = write_segmentation_for_export(node, tmp_path / "s.seg.nrrd")
+    assert not node.GetSegmentation().IsSourceRepresentationImageData()  # the user's node is unchanged
+    files = export_surfaces(path, tmp_path / "surfaces", smoothing=0.0)
+    assert [f.name for f in files] == ["ball.stl"]
+    surface = read_surface(files[0])
+    assert surface_is_closed(surface)
+    bounds = surface.GetBounds()
+    assert 17 < bounds[1] - bounds[0] < 23  # a 20 mm ball

@@ -104,6 +104,11 @@ class ClassTable:
                 pairs.append((int(k), str(v)))
             elif isinstance(v, int) or str(v).isdigit():
                 pairs.append((int(v), str(k)))
+        bad = [l for l, _ in pairs if not 0 <= l <= 255]
+        if bad:
+            from .errors import InputError
+
+            raise InputError(f"dataset.json names the label {bad[0]}; labels are whole numbers 0-255 (0 = background)")
         pairs = sorted(p for p in pairs if p[0] != 0)
         colors = distinct_colors(len(pairs))
         return ClassTable([ClassInfo(l, n, colors[i]) for i, (l, n) in enumerate(pairs)])

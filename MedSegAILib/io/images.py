@@ -7,7 +7,6 @@ Everything is read through SimpleITK, so every image carries origin, spacing and
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import List, Sequence, Union
@@ -31,13 +30,56 @@ def case_name(path: PathLike) -> str:
     return name
 
 
-def _read_dicom_folder(folder: Path) -> sitk.Image:
+def dicom_series(folder: Path):
+    """(series UID, its files, the other series' UIDs) of the DICOM series a folder's image is:
+    the series with the most files (scouts and dose reports beside it are left out)."""
     series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or []
     if not series_ids:
         raise InputError(f"the folder '{folder}' holds no DICOM image series")
-    # The largest series is the image; others in the folder (scouts, dose reports) are ignored.
-    best = max(series_ids, key=lambda s: len(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), s)))
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), best)
+    files = {s: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), s) for s in series_ids}
+    best = max(series_ids, key=lambda s: len(files[s]))
+    return best, list(files[best]), [s for s in series_ids if s != best]
+
+
+#: Relative spread of the gaps between slice positions above which a series is refused.
+SLICE_GAP_TOLERANCE = 0.01
+
+
+def check_slice_spacing(files, folder) -> None:
+    """Refuse (InputError) a series whose slices are not evenly spaced along their normal (a
+    missing slice, or a series of two acquisitions): read as one volume it would get one wrong
+    spacing. Slices without positions are left to the reader."""
+    positions = []
+    normal = None
+    for f in files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(f)
+        try:
+            reader.ReadImageInformation()
+            ipp = [float(v) for v in reader.GetMetaData("0020|0032").split("\\")]
+            if normal is None:
+                iop = [float(v) for v in reader.GetMetaData("0020|0037").split("\\")]
+                normal = np.cross(iop[:3], iop[3:6])
+        except (RuntimeError, ValueError, IndexError):
+            return
+        positions.append(float(np.dot(ipp, normal)))
+    if len(positions) < 3:
+        return
+    gaps = np.diff(np.sort(positions))
+    typical = float(np.median(gaps))
+    if typical <= 0 or np.any(gaps <= 1e-6 * max(typical, 1.0)):
+        raise InputError(f"the DICOM series in '{folder}' has two slices at one position; it holds more than one acquisition")
+    worst = int(np.argmax(np.abs(gaps - typical)))
+    if abs(gaps[worst] - typical) > SLICE_GAP_TOLERANCE * typical:
+        raise InputError(
+            f"the DICOM series in '{folder}' is not evenly spaced: slices {worst + 1} and {worst + 2} are {gaps[worst]:.3f} mm apart, "
+            f"the others {typical:.3f} mm (a missing slice?); export it again complete or resample it in Slicer's DICOM module"
+        )
+
+
+def _read_dicom_folder(folder: Path) -> sitk.Image:
+    best, files, _ = dicom_series(folder)
+    check_slice_spacing(files, folder)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
@@ -151,14 +193,10 @@ def split_multicomponent(image: sitk.Image) -> List[sitk.Image]:
 
 def file_sha256(path: PathLike) -> str:
     """SHA-256 of a file, or of a folder's files in sorted order (DICOM series)."""
+    from ..core.checksums import sha256_of_files
+
     p = Path(path)
-    h = hashlib.sha256()
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    for f in files:
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+    return sha256_of_files(sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p])
 
 
 def image_from_array(array: np.ndarray, reference: sitk.Image, is_vector: bool = False) -> sitk.Image:

@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import SimpleITK as sitk
 
-from ..core.errors import InputError
+from ..core.errors import InputError, ResourceError
 from ..core.result import SegmentationResult
 
 OUTPUT_FILES = (
@@ -189,10 +189,8 @@ def write_case_outputs(
     ``extras(temporary_folder)`` may write more files (overview, report) into the case before
     it is swapped in, returning name -> path there. Raises InputError (before writing
     anything) when :func:`check_output_folder` refuses the folder. The caller may hold the
-    folder's :class:`CaseFolderLock` for the whole run; otherwise it is taken here.
+    folder's :class:`CaseFolderLock` for the whole run.
     """
-    from .seg_nrrd import write_seg_nrrd
-
     folder = Path(folder)
     check_output_folder(folder, overwrite, inputs)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -201,6 +199,19 @@ def write_case_outputs(
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would stay on the swapped-in folder
     try:
+        names = _write_case(result, tmp, extras, folder)
+        _swap_in(tmp, folder)
+        return {name: folder / name for name in names}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_case(result: SegmentationResult, tmp: Path, extras, folder: Path) -> List[str]:
+    """Every file of the case into ``tmp``; returns their names. A failed write (a full disk, a
+    quota, a vanished drive) becomes a one-line error, and the earlier case stays untouched."""
+    from .seg_nrrd import write_seg_nrrd
+
+    try:
         sitk.WriteImage(result.labels, str(tmp / "labels.nii.gz"), useCompression=True)
         sitk.WriteImage(result.instances, str(tmp / "instances.nii.gz"), useCompression=True)
         sitk.WriteImage(result.uncertainty, str(tmp / "uncertainty.nii.gz"), useCompression=True)
@@ -208,13 +219,14 @@ def write_case_outputs(
         write_instance_csv(result, tmp / "instances.csv")
         with open(tmp / "provenance.json", "w") as fh:
             json.dump(provenance_dict(result), fh, indent=2, default=str)
-        names = list(OUTPUT_FILES)
-        if extras is not None:
-            names += [n for n in extras(tmp) if n not in names]
-        _swap_in(tmp, folder)
-        return {name: folder / name for name in names}
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        extra = list(extras(tmp)) if extras is not None else []
+    except (OSError, RuntimeError) as exc:
+        free = shutil.disk_usage(tmp.parent).free
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if free < 64 << 20 or getattr(exc, "errno", None) in (28, 122):  # ENOSPC, EDQUOT
+            raise ResourceError(f"could not write the results into '{folder}': the disk is full ({free / 2**20:.1f} MiB free); nothing was changed there") from None
+        raise InputError(f"could not write the results into '{folder}' ({detail}); nothing was changed there") from None
+    return list(OUTPUT_FILES) + [n for n in extra if n not in OUTPUT_FILES]
 
 
 def _swap_in(new: Path, folder: Path) -> None:

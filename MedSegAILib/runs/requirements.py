@@ -138,9 +138,59 @@ def missing_requirements(
     parameters: Optional[Dict[str, Any]] = None,
     device: str = "auto",
 ) -> List[Requirement]:
-    """Which of :func:`requirements_for` are not importable (checked without importing them)."""
-    check = is_installed or (lambda module: importlib.util.find_spec(module) is not None)
-    return [r for r in requirements_for(method, family, model=model, parameters=parameters, device=device) if not check(r.module)]
+    """Which of :func:`requirements_for` are not installed in a version they accept (checked
+    without importing them: an old torch or MONAI counts as missing, not as present).
+    ``is_installed(module)`` replaces the check (tests)."""
+    needed = requirements_for(method, family, model=model, parameters=parameters, device=device)
+    if is_installed is not None:
+        return [r for r in needed if not is_installed(r.module)]
+    importlib.invalidate_caches()  # a package pip installed a moment ago in this process
+    return [r for r in needed if not is_satisfied(r)]
+
+
+def is_satisfied(req: Requirement) -> bool:
+    """Whether ``req``'s module is importable and its distribution's version meets the
+    specifier. Only ``>=``, ``>``, ``<``, ``<=``, ``==`` on dotted numbers are used here, so they
+    are compared without the ``packaging`` library (not every Slicer has it); a module present
+    under another distribution name (onnxruntime-gpu) counts as satisfying its bare name."""
+    if importlib.util.find_spec(req.module) is None:
+        return False
+    name, spec = _split_requirement(req.distribution)
+    try:
+        from importlib import metadata
+
+        installed = metadata.version(name)
+    except Exception:  # PackageNotFoundError, or metadata unreadable: judged by the import
+        return True
+    return all(_compare(installed, op, version) for op, version in spec)
+
+
+def _split_requirement(text: str) -> Tuple[str, List[Tuple[str, str]]]:
+    import re
+
+    m = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*)$", text)
+    name, rest = m.group(1), m.group(2)
+    spec = [(op, ver.strip()) for op, ver in re.findall(r"(>=|<=|==|>|<)\s*([0-9][0-9A-Za-z.]*)", rest)]
+    return name, spec
+
+
+def _numeric(version: str) -> Tuple[int, ...]:
+    import re
+
+    parts = []
+    for piece in version.split("+")[0].split("."):
+        m = re.match(r"\d+", piece)
+        if not m:
+            break
+        parts.append(int(m.group(0)))
+    return tuple(parts)
+
+
+def _compare(installed: str, op: str, wanted: str) -> bool:
+    a, b = _numeric(installed), _numeric(wanted)
+    width = max(len(a), len(b))
+    a, b = a + (0,) * (width - len(a)), b + (0,) * (width - len(b))
+    return {">=": a >= b, ">": a > b, "<=": a <= b, "<": a < b, "==": a == b}[op]
 
 
 def install_plan(missing: Sequence[Requirement]) -> Dict[str, List[str]]:

@@ -119,6 +119,7 @@ def subprocess_environment(base: Dict[str, str], library_parent: str) -> Dict[st
     parts = [library_parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != library_parent]
     env["PYTHONPATH"] = os.pathsep.join(parts)
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"  # "mm³" and non-ASCII paths read back right on Windows too
     return env
 
 
@@ -275,11 +276,13 @@ class SegmentationRun:
             return
         self.state = "cancelled"
         pid = self.launcher.pid()
-        if pid:
-            kill_process_tree(pid)
+        survivors = kill_process_tree(pid) if pid else []
         self.launcher.kill()
         self._remove_work_folder()
-        outcome = RunOutcome("cancelled", "cancelled; nothing was added to the scene", None, None, self.elapsed_s(), self._lines[-LOG_TAIL_LINES:])
+        message = "cancelled; nothing was added to the scene"
+        if survivors:
+            message += f" (processes {', '.join(map(str, survivors))} did not stop within 2 s)"
+        outcome = RunOutcome("cancelled", message, None, None, self.elapsed_s(), self._lines[-LOG_TAIL_LINES:])
         self.call_soon(lambda: self._deliver(outcome))
 
     def _conclude_process(self, exit_code: int, crashed: bool) -> None:

@@ -109,6 +109,11 @@ def parameter_node_fields() -> Tuple[Field, ...]:
     return PANEL_FIELDS
 
 
+#: The method a family starts with in the panel (the first by name would be crf, which asks
+#: for the GPL PyMaxflow).
+FAMILY_DEFAULT_METHODS = {"classical": "otsu", "atlas": "atlas", "deep": "deep"}
+
+
 def field_named(name: str) -> Field:
     for f in PANEL_FIELDS:
         if f.name == name:
@@ -171,8 +176,12 @@ def run_arguments(settings: "RunSettings") -> List[str]:
     """``settings`` as ``medsegai segment`` options; options at their default are left out.
 
     Method parameters are written only where they differ from the method's defaults, and
-    parameters the method does not have are dropped (a stale panel entry must not fail a run).
+    parameters the method does not have are dropped (a stale panel entry must not fail a run);
+    a model or atlas folder goes only to a method that takes one.
     """
+    from ..methods.registry import get_method
+
+    needs = get_method(settings.method).needs
     args: List[str] = []
     for f in RUN_FIELDS:
         value = getattr(settings, f.name)
@@ -183,9 +192,15 @@ def run_arguments(settings: "RunSettings") -> List[str]:
         elif f.kind == "bool":
             if bool(value) != bool(f.default):
                 args.append(f.option)
+        elif f.name in _ONLY_WHEN_NEEDED and _ONLY_WHEN_NEEDED[f.name] not in needs:
+            continue  # a model or atlas folder left in the panel from another method
         elif value not in ("", None) and value != f.default:
             args += [f.option, format_parameter(value)]
     return args
+
+
+#: Options passed only to a method that needs them (MethodSpec.needs).
+_ONLY_WHEN_NEEDED = {"model": "model", "atlasFolder": "atlases"}
 
 
 def _parameter_arguments(method: str, text: str) -> List[str]:

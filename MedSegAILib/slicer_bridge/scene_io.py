@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from ..core.errors import InputError
+
 #: Above this many segments the panel warns and suggests an island limit (a CT through Otsu
 #: without one gives thousands).
 MANY_SEGMENTS = 200
@@ -66,7 +68,8 @@ def write_volume_for_run(volume_node, path) -> Path:
         raise InputError(
             f"the volume '{volume_node.GetName()}' is transformed; harden the transform (Data module) before segmenting it"
         )
-    sitk.WriteImage(volume_node_to_sitk(volume_node), str(path), useCompression=True)
+    # Uncompressed: the file lives for one run, and compressing a 512³ CT on the GUI thread takes seconds.
+    sitk.WriteImage(volume_node_to_sitk(volume_node), str(path), useCompression=False)
     return Path(path)
 
 
@@ -90,3 +93,27 @@ def segment_count_warning(count: int) -> Optional[str]:
         f"The result has {count} segments. Most are probably small islands: set 'Remove islands below (mm³)' "
         "or 'Keep largest component' under Post-processing and run again."
     )
+
+
+def write_segmentation_for_export(seg_node, path) -> Path:
+    """Write a segmentation node as a labelmap ``.seg.nrrd`` (the form surface export reads).
+
+    Slicer's storage node writes a segmentation's source representation only, so one made
+    from surfaces (imported models, STL) would be written as poly data under that name; such a
+    node is written through a labelmap copy, and the user's node is left as it is.
+    """
+    from .segmentation_node import import_slicer
+
+    slicer = import_slicer()
+    node = seg_node
+    if not seg_node.GetSegmentation().IsSourceRepresentationImageData():
+        node = slicer.vtkMRMLSegmentationNode()
+        node.GetSegmentation().DeepCopy(seg_node.GetSegmentation())
+        if not node.CreateBinaryLabelmapRepresentation():
+            raise InputError(f"the segmentation '{seg_node.GetName()}' cannot be turned into a labelmap for export")
+        node.SetSourceRepresentationToBinaryLabelmap()
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    storage.SetFileName(str(path))
+    if not storage.WriteData(node):
+        raise InputError(f"the segmentation '{seg_node.GetName()}' could not be written for export")
+    return Path(path)

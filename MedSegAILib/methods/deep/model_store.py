@@ -27,11 +27,9 @@ ONNX_FILE = "model.onnx"
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from ...core.checksums import sha256_of_file
+
+    return sha256_of_file(path)
 
 
 def resolve_model_dir(model: Union[str, Path]) -> Path:
