@@ -534,3 +534,41 @@ def test_a_dataset_label_that_would_overflow_is_refused(tmp_path):
     proc = run_cli("train", data, "--output", tmp_path / "model", "--epochs", "1")
     expect_refusal(proc, "names the label -1")
     assert not (tmp_path / "model").exists()
+
+
+# --- 10. smaller ones ----------------------------------------------------------------------------
+
+
+def test_dropped_atlases_are_said_on_the_command_line(tmp_path):
+    """A truncated atlas is dropped by the atlas QC (not fused as zeros), and the run says so."""
+    from MedSegAILib.resources import atlases_dir
+
+    library = tmp_path / "atlases"
+    shutil.copytree(atlases_dir() / "hippocampus", library)
+    victim = sorted((library / "imagesTr").iterdir())[0]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    proc = run_cli("segment", CASE.image, "-m", "atlas", "--atlases", library, "--param", "k=3", "--no-radiomics", "-o", tmp_path / "o")
+    assert proc.returncode == 0, proc.stderr
+    note = [ln for ln in proc.stderr.splitlines() if "atlases were dropped" in ln]
+    assert note and victim.name.split(".")[0].split("_0000")[0] in note[0] and "cut short" in note[0]
+    dropped = json.loads((tmp_path / "o" / "provenance.json").read_text())["extra"]["atlases_dropped"]
+    assert any("cut short" in d["reason"] for d in dropped)
+
+
+def test_a_file_name_with_a_comma_can_be_given(tmp_path):
+    odd = tmp_path / "scan, left.nii.gz"
+    shutil.copy(CASE.image, odd)
+    proc = run_cli("segment", odd, "--no-radiomics", "-o", tmp_path / "o")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "o" / "provenance.json").read_text())["input_files"] == [str(odd)]
+
+
+def test_export_surfaces_of_an_intensity_image_is_refused_at_once(tmp_path):
+    image = sitk.ReadImage(str(CASE.image))
+    noisy = sitk.Cast(sitk.AdditiveGaussianNoise(sitk.Cast(image, sitk.sitkFloat32), 200.0), sitk.sitkInt16)
+    path = tmp_path / "intensities.nrrd"
+    sitk.WriteImage(sitk.Abs(noisy), str(path))
+    t0 = time.monotonic()
+    expect_refusal(run_cli("export-surfaces", path, "--output", tmp_path / "s"), "is it an intensity image")
+    assert time.monotonic() - t0 < 30

@@ -84,7 +84,8 @@ def plan_cases(inputs: Sequence[str], output: Path, seeds: Optional[str]) -> Lis
     """One Case per INPUT; several inputs write into output/<case>/ (names must be unique)."""
     cases = []
     for item in inputs:
-        channels = [c for c in item.split(",") if c]
+        # A path that exists as it is is one file, commas and all; otherwise commas join channels.
+        channels = [item] if Path(item).exists() else [c for c in item.split(",") if c]
         for c in channels:
             if not Path(c).exists():
                 raise InputError(f"the input '{c}' does not exist")
@@ -181,6 +182,8 @@ def run(args) -> int:
         finally:
             if bar:
                 bar.close()
+        for warning in result.provenance.extra.get("warnings", []):
+            print(f"medsegai: note: {case.name}: {warning}", file=sys.stderr)
         n = len(result.instance_table)
         print(
             f"{case.name}: {args.method} -> {n} instance{'s' if n != 1 else ''} in "

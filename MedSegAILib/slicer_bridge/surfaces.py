@@ -39,6 +39,11 @@ def safe_file_stem(name: str) -> str:
     return stem or "segment"
 
 
+#: A labelmap with more labels than this is taken for an intensity image (a CT has thousands
+#: of grey values; a surface each would take minutes and be of no use).
+MAX_LABELS = 1000
+
+
 def _have_slicer() -> bool:
     try:
         import slicer
@@ -63,8 +68,15 @@ def _segments_from_labelmap(path: Path) -> Tuple[sitk.Image, List[Tuple[str, int
     arr = sitk.GetArrayViewFromImage(labels)
     if not np.issubdtype(arr.dtype, np.integer) and not np.array_equal(arr, np.round(arr)):
         raise InputError(f"the labelmap '{path}' has non-integer voxel values; is it a label image?")
+    if arr.size and (arr.min() < 0 or arr.max() > 65535):
+        raise InputError(f"the labelmap '{path}' has values outside 0-65535; is it an intensity image rather than labels?")
     labels = sitk.Cast(labels, sitk.sitkUInt16)
     present = [int(v) for v in np.unique(sitk.GetArrayViewFromImage(labels)) if v != 0]
+    if len(present) > MAX_LABELS:
+        raise InputError(
+            f"the labelmap '{path}' has {len(present)} different labels (more than {MAX_LABELS}); "
+            "is it an intensity image rather than labels? Export a segmentation or a labelmap instead"
+        )
     instances, table, _ = label_instances(labels, generic_classes(present, prefix="Label"))
     return instances, [(r.segment_name, r.instance_id) for r in table]
 

@@ -109,6 +109,9 @@ class AtlasLibrary:
 
 
 def _read_3d(path: Path, what: str, pixel=sitk.sitkFloat32) -> sitk.Image:
+    from ...io.file_checks import check_image_file
+
+    check_image_file(path)  # a truncated atlas is refused here, so the run drops it instead of fusing zeros
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:

@@ -330,6 +330,10 @@ def multi_atlas_segmentation(
         "fusion": fused.extra,
         "seconds": {"ranking": round(t_rank, 2), "registration": round(t_reg, 2), "fusion": round(time.perf_counter() - t0 - t_rank - t_reg, 2)},
     }
+    dropped = extra["atlases_dropped"]
+    if dropped:
+        shown = "; ".join(f"{d['atlas']} ({d['reason']})" for d in dropped[:3]) + (f"; and {len(dropped) - 3} more" if len(dropped) > 3 else "")
+        extra["warnings"] = [f"{len(dropped)} of {len(regs) + len(unrankable)} atlases were dropped and not fused: {shown}"]
     if keep_atlas_maps:
         extra["_atlas_maps"] = {"probabilities": probs, "warped_images": warped, "target": target, "label_values": label_values}
     progress.update(1.0, "atlas segmentation done")
