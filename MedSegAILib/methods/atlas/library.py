@@ -111,7 +111,10 @@ class AtlasLibrary:
 def _read_3d(path: Path, what: str, pixel=sitk.sitkFloat32) -> sitk.Image:
     from ...io.file_checks import check_image_file
 
-    check_image_file(path)  # a truncated atlas is refused here, so the run drops it instead of fusing zeros
+    try:  # a truncated atlas is refused here, so the run drops it instead of fusing zeros
+        check_image_file(path)
+    except InputError as exc:
+        raise InputError(f"cannot read the {what} '{path}': {exc}") from None
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
