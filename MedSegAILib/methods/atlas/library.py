@@ -114,7 +114,7 @@ def _read_3d(path: Path, what: str, pixel=sitk.sitkFloat32) -> sitk.Image:
     try:  # a truncated atlas is refused here, so the run drops it instead of fusing zeros
         check_image_file(path)
     except InputError as exc:
-        raise InputError(f"cannot read the {what} '{path}': {exc}") from None
+        raise InputError(f"cannot read the {what}: {exc}") from None
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
