@@ -85,6 +85,18 @@ class MedSegAI(ScriptedLoadableModule):
             "Medical Center), CC-BY-SA 4.0."
         )
         slicer.app.connect("startupCompleted()", registerSampleData)
+        slicer.app.connect("startupCompleted()", registerEditorEffect)
+
+
+def registerEditorEffect():
+    """Register the Segment Editor's "Graph cut" effect (MedSegAIEffects/SegmentEditorEffect.py),
+    as Slicer's ScriptedSegmentEditorEffect template registers its effect."""
+    import qSlicerSegmentationsEditorEffectsPythonQt as qSlicerSegmentationsEditorEffects
+
+    instance = qSlicerSegmentationsEditorEffects.qSlicerSegmentEditorScriptedEffect(None)
+    effectFilename = os.path.join(os.path.dirname(os.path.abspath(__file__)), "MedSegAIEffects", "SegmentEditorEffect.py")
+    instance.setPythonSource(effectFilename.replace("\\", "/"))
+    instance.self().register()
 
 
 #

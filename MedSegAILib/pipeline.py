@@ -108,6 +108,7 @@ def segment(
     input_files: Sequence[str] = (),
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
+    method_cache: Optional[Dict[str, Any]] = None,
 ) -> SegmentationResult:
     """Segment co-registered 3D volumes with a registered method.
 
@@ -127,6 +128,9 @@ def segment(
         Paths of the inputs, recorded (with SHA-256) in the provenance.
     progress : callable(fraction, message)
     cancel : CancelToken
+    method_cache : dict or None
+        Kept by :class:`MedSegAILib.interactive.session.SeededSession` between updates on one
+        image (see :class:`MethodRequest`); the result is the same with or without it.
 
     Returns
     -------
@@ -157,6 +161,7 @@ def segment(
         model=model,
         device=device,
         progress=prog.sub(0.0, 0.85),
+        cache=method_cache,
     )
     prog.update(0.0, f"running {method}")
     out = spec.load()(request)

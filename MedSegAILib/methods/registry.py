@@ -41,6 +41,9 @@ class MethodRequest:
     device : str
         "auto", "cpu" or "cuda".
     progress : Progress
+    cache : dict or None
+        Kept between calls on the same image by an interactive session (what does not depend
+        on the seeds: contrast sigma, the geodesic graph); None for a one-off run.
     """
 
     channels: List[sitk.Image]
@@ -50,6 +53,7 @@ class MethodRequest:
     model: Optional[str] = None
     device: str = "auto"
     progress: Progress = field(default_factory=Progress)
+    cache: Optional[Dict[str, Any]] = None
 
 
 @dataclass(frozen=True)

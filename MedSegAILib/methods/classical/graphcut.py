@@ -134,18 +134,11 @@ def gaussian_model(arr: np.ndarray, seeds: np.ndarray, k: int):
     return unary, {"kind": "gaussian", "mean": mu.tolist(), "std": sd.tolist()}
 
 
-def geodesic_seed_distances(arr: np.ndarray, spacing_zyx, seeds: np.ndarray, k: int, sigma: float) -> np.ndarray:
-    """Geodesic distance (mm) from every voxel to the nearest seed of each label.
-
-    A step between 6-neighbours costs d_mm * (1 + |I_i - I_j| / sigma), so paths that cross
-    image edges are long: the competition of seeds behind GrowCut, as a distance.
-
-    Returns
-    -------
-    ndarray (z, y, x, K) float32; inf where a label cannot be reached.
-    """
+def geodesic_graph(arr: np.ndarray, spacing_zyx, sigma: float):
+    """The image's 6-neighbour graph for :func:`geodesic_seed_distances` (CSR, N x N): a step
+    costs d_mm * (1 + |I_i - I_j| / sigma). It does not depend on the seeds, so an
+    interactive session builds it once."""
     from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import dijkstra
 
     shape, n = arr.shape, arr.size
     flat = arr.reshape(-1).astype(np.float32)
@@ -159,7 +152,25 @@ def geodesic_seed_distances(arr: np.ndarray, spacing_zyx, seeds: np.ndarray, k: 
         rows.append(p)
         cols.append(q)
         costs.append(float(step) * (1.0 + np.abs(flat[p] - flat[q]) / float(sigma)))
-    graph = coo_matrix((np.concatenate(costs), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)).tocsr()
+    return coo_matrix((np.concatenate(costs), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)).tocsr()
+
+
+def geodesic_seed_distances(arr: np.ndarray, spacing_zyx, seeds: np.ndarray, k: int, sigma: float, *, graph=None) -> np.ndarray:
+    """Geodesic distance (mm) from every voxel to the nearest seed of each label.
+
+    A step between 6-neighbours costs d_mm * (1 + |I_i - I_j| / sigma), so paths that cross
+    image edges are long: the competition of seeds behind GrowCut, as a distance. ``graph``
+    is :func:`geodesic_graph` of the same image, when already built.
+
+    Returns
+    -------
+    ndarray (z, y, x, K) float32; inf where a label cannot be reached.
+    """
+    from scipy.sparse.csgraph import dijkstra
+
+    shape = arr.shape
+    if graph is None:
+        graph = geodesic_graph(arr, spacing_zyx, sigma)
     out = np.empty(shape + (k,), dtype=np.float32)
     s = seeds.reshape(-1)
     for label in range(k):
@@ -213,6 +224,7 @@ def seeded_graph_cut(
     mf_iterations: int = 10,
     max_memory_gb: float = 0.0,
     progress=None,
+    cache=None,
 ) -> MethodOutput:
     """Segment objects marked by seeds: contrast-sensitive Potts energy, cut in 3D.
 
@@ -293,12 +305,21 @@ def seeded_graph_cut(
         unary, model = histogram_model(arr, index, k, bins=bins)
     else:
         unary, model = gaussian_model(arr, index, k)
-    sig = float(sigma) if sigma > 0 else contrast_sigma(arr)
+    cache = {} if cache is None else cache  # what does not depend on the seeds, kept by a session
+    if sigma > 0:
+        sig = float(sigma)
+    else:
+        if "contrast_sigma" not in cache:
+            cache["contrast_sigma"] = contrast_sigma(arr)
+        sig = cache["contrast_sigma"]
     spatial = None
     if geodesic_weight > 0:
 
         def spatial(level_arr, level_spacing, level_seeds):
-            d = geodesic_seed_distances(level_arr, level_spacing, level_seeds, k, sig)
+            key = ("geodesic_graph", level_arr.shape, tuple(float(s) for s in level_spacing), sig)
+            if key not in cache:
+                cache[key] = geodesic_graph(level_arr, level_spacing, sig)
+            d = geodesic_seed_distances(level_arr, level_spacing, level_seeds, k, sig, graph=cache[key])
             d -= d.min(axis=-1, keepdims=True)
             np.nan_to_num(d, copy=False, nan=MAX_UNARY, posinf=MAX_UNARY)
             return np.minimum(geodesic_weight * d, MAX_UNARY).astype(np.float32)
@@ -335,4 +356,4 @@ def seeded_graph_cut(
 
 def run(request: MethodRequest) -> MethodOutput:
     """Registry adapter: seeded graph cut of channel 0 with ``request.seeds``."""
-    return seeded_graph_cut(request.channels[0], request.seeds, progress=request.progress, **request.params)
+    return seeded_graph_cut(request.channels[0], request.seeds, progress=request.progress, cache=request.cache, **request.params)

@@ -1,0 +1,151 @@
+"""MedSegAI's "Graph cut" effect for Slicer's Segment Editor.
+
+Built on Slicer's ``AbstractScriptedSegmentEditorAutoCompleteEffect`` as Grow from seeds is:
+the visible segments are the seeds (one of them the background), Initialize computes a
+preview, Auto-update recomputes it after every stroke, Apply/Cancel, the editor's masking and
+editable-area settings, undo through the editor. The computation is
+``MedSegAILib.slicer_bridge.seeded_effect.GraphCutPreview`` (tested with slicer-core), which
+keeps a session per image so later strokes reuse what does not depend on the seeds. "Where
+next?" moves the slice views to the most uncertain place of the preview.
+
+Registered by the MedSegAI module at start-up (``MedSegAI.registerEditorEffect``), as Slicer's
+ScriptedSegmentEditorEffect template does. Parses as Python 3.9 (Slicer 5.8).
+"""
+
+import logging
+import os
+import sys
+import time
+
+import qt
+import vtk
+
+import slicer
+from slicer.i18n import tr as _
+
+from SegmentEditorEffects import AbstractScriptedSegmentEditorAutoCompleteEffect
+
+
+def _ensureLibraryOnPath():
+    """MedSegAILib sits beside this folder when installed, two folders up in a source tree."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for folder in (os.path.dirname(here), os.path.dirname(os.path.dirname(here))):
+        if os.path.isdir(os.path.join(folder, "MedSegAILib")):
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
+            return folder
+    raise RuntimeError("MedSegAILib was not found beside the MedSegAI effect")
+
+
+class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
+    def __init__(self, scriptedEffect):
+        AbstractScriptedSegmentEditorAutoCompleteEffect.__init__(self, scriptedEffect)
+        scriptedEffect.name = "MedSegAI graph cut"  # not translated: effects are found by name
+        scriptedEffect.title = _("Graph cut")
+        self.minimumNumberOfSegments = 2  # an object and the background
+        self.minimumNumberOfSegmentsWithEditableArea = 2
+        self.clippedMasterImageDataRequired = True
+        self.clippedMaskImageDataRequired = True
+        self._preview = None
+
+    def clone(self):
+        import qSlicerSegmentationsEditorEffectsPythonQt as effects
+
+        clonedEffect = effects.qSlicerSegmentEditorScriptedEffect(None)
+        clonedEffect.setPythonSource(__file__.replace("\\", "/"))
+        return clonedEffect
+
+    def icon(self):
+        iconPath = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "Resources", "Icons", "MedSegAI.png")
+        return qt.QIcon(iconPath) if os.path.exists(iconPath) else qt.QIcon()
+
+    def helpText(self):
+        return "<html>" + _(
+            """Segment from a few strokes with MedSegAI's seeded graph cut.<p>
+            <ul style="margin: 0">
+            <li>Paint each structure as its own segment, and the background as a segment named
+            <dfn>background</dfn> (else the last visible segment is the background).
+            <li>Click <dfn>Initialize</dfn>; with auto-update on, the preview follows every stroke.
+            <li><dfn>Where next?</dfn> moves the views to where the result is least certain: a
+            stroke there helps most.
+            <li>Click <dfn>Apply</dfn> to keep the preview.
+            </ul><p>
+            Boundaries follow image edges (contrast-sensitive cut in 3D); intensity models are
+            learned from the strokes."""
+        )
+
+    def reset(self):
+        self._preview = None
+        AbstractScriptedSegmentEditorAutoCompleteEffect.reset(self)
+        self.updateGUIFromMRML()
+
+    def setupOptionsFrame(self):
+        AbstractScriptedSegmentEditorAutoCompleteEffect.setupOptionsFrame(self)
+        self.smoothnessSlider = slicer.qMRMLSliderWidget()
+        self.smoothnessSlider.setMRMLScene(slicer.mrmlScene)
+        self.smoothnessSlider.minimum = 0.0
+        self.smoothnessSlider.maximum = 30.0
+        self.smoothnessSlider.decimals = 1
+        self.smoothnessSlider.singleStep = 0.5
+        self.smoothnessSlider.setToolTip(_("Larger values give smoother, more compact segments whose boundaries follow strong image edges."))
+        self.scriptedEffect.addLabeledOptionsWidget(_("Smoothness:"), self.smoothnessSlider)
+        self.smoothnessSlider.connect("valueChanged(double)", self.onSmoothnessChanged)
+
+        self.whereNextButton = qt.QPushButton(_("Where next?"))
+        self.whereNextButton.setToolTip(_("Move the slice views to where the preview is least certain: a stroke there helps most."))
+        self.whereNextButton.connect("clicked()", self.onWhereNext)
+        self.scriptedEffect.addOptionsWidget(self.whereNextButton)
+        self.backgroundLabel = qt.QLabel()
+        self.scriptedEffect.addOptionsWidget(self.backgroundLabel)
+
+    def setMRMLDefaults(self):
+        AbstractScriptedSegmentEditorAutoCompleteEffect.setMRMLDefaults(self)
+        self.scriptedEffect.setParameterDefault("MedSegAISmoothness", 6.0)
+
+    def updateGUIFromMRML(self):
+        AbstractScriptedSegmentEditorAutoCompleteEffect.updateGUIFromMRML(self)
+        if not hasattr(self, "smoothnessSlider"):
+            return
+        value = self.scriptedEffect.doubleParameter("MedSegAISmoothness") if self.scriptedEffect.parameterDefined("MedSegAISmoothness") else 6.0
+        wasBlocked = self.smoothnessSlider.blockSignals(True)
+        self.smoothnessSlider.value = value
+        self.smoothnessSlider.blockSignals(wasBlocked)
+        self.whereNextButton.enabled = self._preview is not None and self.getPreviewNode() is not None
+
+    def updateMRMLFromGUI(self):
+        AbstractScriptedSegmentEditorAutoCompleteEffect.updateMRMLFromGUI(self)
+        self.scriptedEffect.setParameter("MedSegAISmoothness", self.smoothnessSlider.value)
+
+    def onSmoothnessChanged(self, value):
+        self.updateMRMLFromGUI()
+        self._preview = None  # a new smoothness is a new session
+        if self.getPreviewNode():
+            self.delayedAutoUpdateTimer.start()
+
+    def onWhereNext(self):
+        ras = self._preview.hint_ras() if self._preview is not None else None
+        if ras is None:
+            slicer.util.showStatusMessage(_("Nothing uncertain left in the preview."), 3000)
+            return
+        slicer.modules.markups.logic().JumpSlicesToLocation(ras[0], ras[1], ras[2], True)
+
+    def computePreviewLabelmap(self, mergedImage, outputLabelmap):
+        _ensureLibraryOnPath()
+        from MedSegAILib.slicer_bridge.seeded_effect import GraphCutPreview, background_value
+
+        segmentation = self.scriptedEffect.parameterSetNode().GetSegmentationNode().GetSegmentation()
+        ids = [self.selectedSegmentIds.GetValue(i) for i in range(self.selectedSegmentIds.GetNumberOfValues())]
+        names = [segmentation.GetSegment(i).GetName() for i in ids]
+        background = background_value(names)
+        self.backgroundLabel.text = _("Background segment: {name}").format(name=names[background - 1])
+        if self._preview is None:
+            smoothness = self.scriptedEffect.doubleParameter("MedSegAISmoothness") if self.scriptedEffect.parameterDefined("MedSegAISmoothness") else 6.0
+            self._preview = GraphCutPreview({"lam": smoothness})
+        start = time.time()
+        result = self._preview.compute(self.clippedMasterImageData, mergedImage, self.clippedMaskImageData, background=background)
+        outputLabelmap.DeepCopy(result)
+        imageToWorld = vtk.vtkMatrix4x4()
+        mergedImage.GetImageToWorldMatrix(imageToWorld)
+        outputLabelmap.SetImageToWorldMatrix(imageToWorld)
+        logging.info(f"MedSegAI graph cut on {'x'.join(str(d) for d in mergedImage.GetDimensions())} voxels: {time.time() - start:.2f} s")
+        self.whereNextButton.enabled = True

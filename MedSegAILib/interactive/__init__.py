@@ -1,0 +1,1 @@
+"""Interactive seeded segmentation: a session that updates after every stroke."""

@@ -1,0 +1,103 @@
+"""A seeded segmentation session on one image: ``update(seeds)`` after every stroke.
+
+The Segment Editor effect, the interactive benchmark and scripts use it. What does not depend
+on the seeds (the image as Float32, its contrast sigma, the geodesic graph of the graph cut's
+spatial term) is computed on the first update and kept; each update then learns the
+intensity models from the seeds it is given, solves the cut and measures the result. The
+full pipeline run with the same seeds is the reference an update must equal (tested).
+
+``most_uncertain_point`` answers "where should the next stroke go?": the voxel whose smoothed
+uncertainty is highest away from the seeds already painted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..core.errors import InputError
+from ..core.result import SegmentationResult
+from ..io.images import require_3d_scalar
+from ..methods.registry import coerce_params, get_method
+from ..postprocess.cleanup import PostprocessOptions
+
+
+@dataclass
+class Hint:
+    """Where a stroke helps most: a voxel index (x, y, z), its LPS point (mm) and the
+    smoothed uncertainty there (0-1)."""
+
+    index_xyz: Tuple[int, int, int]
+    point_lps_mm: Tuple[float, float, float]
+    uncertainty: float
+
+
+class SeededSession:
+    """Repeated seeded segmentation of one image.
+
+    Parameters
+    ----------
+    image : sitk.Image
+        3D scalar volume; every update's seeds must be on its grid.
+    method : str, default "graphcut"
+        A registered method that takes seeds.
+    params : dict, optional
+        The method's parameters (checked against their ranges once, here).
+    postprocess : PostprocessOptions, optional
+
+    Attributes
+    ----------
+    last : SegmentationResult or None
+        The result of the latest update.
+    seconds : list of float
+        Wall time of each update.
+    """
+
+    def __init__(self, image: sitk.Image, method: str = "graphcut", params: Optional[Dict[str, Any]] = None, *, postprocess: Optional[PostprocessOptions] = None) -> None:
+        spec = get_method(method)
+        if "seeds" not in spec.needs:
+            raise InputError(f"the method '{method}' takes no seeds; an interactive session needs a seeded method (graphcut)")
+        self.method = method
+        self.params = coerce_params(spec, params)
+        self.image = sitk.Cast(require_3d_scalar(image, "the image"), sitk.sitkFloat32)
+        self.postprocess = postprocess or PostprocessOptions()
+        self._cache: Dict[Any, Any] = {}
+        self.last: Optional[SegmentationResult] = None
+        self.seconds = []
+
+    def update(self, seeds: sitk.Image) -> SegmentationResult:
+        """Segment with all seeds so far (labels 1..K on the image grid, the highest the
+        background, 0 unpainted) and return the result (also kept as :attr:`last`)."""
+        from ..pipeline import segment
+
+        t0 = time.perf_counter()
+        result = segment([self.image], self.method, self.params, seeds=seeds, postprocess=self.postprocess, method_cache=self._cache)
+        self.seconds.append(time.perf_counter() - t0)
+        self.last = result
+        self._seeds = seeds
+        return result
+
+    def most_uncertain_point(self, *, smoothing_voxels: float = 1.5, seed_margin_voxels: int = 2) -> Optional[Hint]:
+        """The voxel where a stroke would help most, judged from the latest result alone: the
+        maximum of its uncertainty smoothed over about ``smoothing_voxels`` (so a region, not
+        one noisy voxel, wins), at least ``seed_margin_voxels`` from any painted seed. None
+        before the first update or when nothing is uncertain."""
+        if self.last is None:
+            return None
+        unc = sitk.SmoothingRecursiveGaussian(sitk.Cast(self.last.uncertainty, sitk.sitkFloat32), float(smoothing_voxels) * min(self.image.GetSpacing()))
+        arr = sitk.GetArrayFromImage(unc)
+        painted = sitk.GetArrayViewFromImage(self._seeds) > 0
+        if painted.any() and seed_margin_voxels > 0:
+            from scipy import ndimage
+
+            arr[ndimage.binary_dilation(painted, iterations=int(seed_margin_voxels))] = -1.0
+        flat = int(np.argmax(arr))
+        if arr.flat[flat] <= 0:
+            return None
+        z, y, x = np.unravel_index(flat, arr.shape)
+        index = (int(x), int(y), int(z))
+        return Hint(index, tuple(float(v) for v in self.image.TransformIndexToPhysicalPoint(index)), float(arr.flat[flat]))
