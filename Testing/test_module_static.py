@@ -343,3 +343,20 @@ def test_minimum_slicer_check_comes_after_find_package():
     """Slicer_VERSION_MAJOR/MINOR are set by find_package(Slicer): a check before it never runs."""
     top = TOP_CMAKE.read_text()
     assert top.index("find_package(Slicer REQUIRED)") < top.index('VERSION_LESS "5.8"')
+
+
+def test_segment_editor_effect_follows_slicers_template():
+    """Checked against Slicer v5.8.0: Utilities/Templates/Modules/ScriptedSegmentEditorEffect and
+    SegmentEditorEffects/AbstractScriptedSegmentEditorAutoCompleteEffect.py (computePreviewLabelmap)."""
+    effect = REPO / "MedSegAI" / "MedSegAIEffects" / "SegmentEditorEffect.py"
+    tree = ast.parse(effect.read_text(), feature_version=(3, 9))
+    classes = _classes(tree)
+    assert [ast.unparse(b) for b in classes["SegmentEditorEffect"].bases] == ["AbstractScriptedSegmentEditorAutoCompleteEffect"]
+    methods = {n.name: n for n in classes["SegmentEditorEffect"].body if isinstance(n, ast.FunctionDef)}
+    assert {"__init__", "clone", "icon", "helpText", "computePreviewLabelmap", "setupOptionsFrame", "reset"} <= set(methods)
+    assert [a.arg for a in methods["computePreviewLabelmap"].args.args] == ["self", "mergedImage", "outputLabelmap"]
+    assert "GraphCutPreview" in ast.unparse(methods["computePreviewLabelmap"])  # the library computes it
+    module = MODULE.read_text()
+    assert 'slicer.app.connect("startupCompleted()", registerEditorEffect)' in module
+    assert "qSlicerSegmentEditorScriptedEffect(None)" in module and "instance.self().register()" in module
+    assert "MedSegAIEffects/SegmentEditorEffect.py" in MODULE_CMAKE.read_text()
