@@ -360,3 +360,45 @@ def test_segment_editor_effect_follows_slicers_template():
     assert 'slicer.app.connect("startupCompleted()", registerEditorEffect)' in module
     assert "qSlicerSegmentEditorScriptedEffect(None)" in module and "instance.self().register()" in module
     assert "MedSegAIEffects/SegmentEditorEffect.py" in MODULE_CMAKE.read_text()
+
+
+def _library_imports():
+    """{module: set of MedSegAILib modules it imports} (absolute names), read from the source."""
+    root = REPO / "MedSegAILib"
+    out = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(REPO).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        name = ".".join(parts)
+        package = parts if path.name == "__init__.py" else parts[:-1]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package[: len(package) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                if target.startswith("MedSegAILib"):
+                    found.add(target)
+        out[name] = found
+    return out
+
+
+def test_no_package_cycles_through_the_slicer_bridge():
+    """slicer_bridge is Slicer-only: no method, output, run or core module imports it; and the
+    deep runtimes do not import each other in a circle."""
+    imports = _library_imports()
+    for module, targets in imports.items():
+        if module.startswith(("MedSegAILib.methods", "MedSegAILib.outputs", "MedSegAILib.core", "MedSegAILib.runs", "MedSegAILib.io")):
+            assert not [t for t in targets if t.startswith("MedSegAILib.slicer_bridge")], module
+    assert not [t for t in imports["MedSegAILib.methods.deep.onnx_runtime"] if t.endswith("deep.inference")]
+    assert "MedSegAILib.core.terminology" in imports["MedSegAILib.methods.deep.inference"]
+
+
+def test_closed_surfaces_are_built_on_request_only():
+    """Building thousands of closed surfaces on the GUI thread after every run froze Slicer: the
+    Show 3D button builds them when the user asks."""
+    text = MODULE.read_text()
+    assert "CreateClosedSurfaceRepresentation" not in text and "show3DButton.setSegmentationNode" in text
