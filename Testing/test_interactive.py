@@ -121,7 +121,7 @@ def test_effect_preview_matches_the_graph_cut_on_the_merged_labelmap_geometry(sh
     assert value_of == [1, 2]
     seeds = sitk.GetImageFromArray(cut_seeds)
     seeds.CopyInformation(image)
-    full = sitk.GetArrayViewFromImage(segment([image], "graphcut", seeds=seeds).labels)
+    full = sitk.GetArrayFromImage(segment([image], "graphcut", seeds=seeds).labels)  # a copy: the result is a temporary
     np.testing.assert_array_equal(out_arr == 2, full == 1)  # the object segment where the cut says object
     np.testing.assert_array_equal(out_arr == 1, full == 0)  # the background segment everywhere else
     # The editor's mask (non-zero: not editable) is left alone.
