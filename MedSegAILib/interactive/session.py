@@ -81,23 +81,41 @@ class SeededSession:
         self._seeds = seeds
         return result
 
-    def most_uncertain_point(self, *, smoothing_voxels: float = 1.5, seed_margin_voxels: int = 2) -> Optional[Hint]:
-        """The voxel where a stroke would help most, judged from the latest result alone: the
-        maximum of its uncertainty smoothed over about ``smoothing_voxels`` (so a region, not
-        one noisy voxel, wins), at least ``seed_margin_voxels`` from any painted seed. None
-        before the first update or when nothing is uncertain."""
+    def most_uncertain_point(
+        self, *, smoothing_voxels: float = 1.5, seed_margin_voxels: int = 2, level: float = 0.5, boundary_voxels: int = 4
+    ) -> Optional[Hint]:
+        """Where a stroke would help most, judged from the latest result alone.
+
+        The uncertainty is smoothed over about ``smoothing_voxels``, masked within
+        ``seed_margin_voxels`` of painted seeds and kept within ``boundary_voxels`` of the
+        result's object boundary (where a cut's errors are); its voxels above ``level`` times the maximum form
+        regions, the region holding the most uncertainty wins (a large doubtful region, not one
+        noisy voxel), and the hint is its innermost voxel (the maximum of its distance
+        transform), as a user would put a stroke in the middle of a wrong region. None before
+        the first update or when nothing is uncertain.
+        """
+        from scipy import ndimage
+
         if self.last is None:
             return None
         unc = sitk.SmoothingRecursiveGaussian(sitk.Cast(self.last.uncertainty, sitk.sitkFloat32), float(smoothing_voxels) * min(self.image.GetSpacing()))
         arr = sitk.GetArrayFromImage(unc)
         painted = sitk.GetArrayViewFromImage(self._seeds) > 0
         if painted.any() and seed_margin_voxels > 0:
-            from scipy import ndimage
-
-            arr[ndimage.binary_dilation(painted, iterations=int(seed_margin_voxels))] = -1.0
-        flat = int(np.argmax(arr))
-        if arr.flat[flat] <= 0:
+            arr[ndimage.binary_dilation(painted, iterations=int(seed_margin_voxels))] = 0.0
+        # Errors of a cut lie along the boundary it drew: doubt far from every object (tissue of
+        # similar intensity that no seed claims) is not where a stroke changes the result.
+        objects = sitk.GetArrayViewFromImage(self.last.labels) > 0
+        if objects.any() and boundary_voxels > 0:
+            near = ndimage.binary_dilation(objects, iterations=int(boundary_voxels)) & ~ndimage.binary_erosion(objects, iterations=int(boundary_voxels))
+            arr[~near] = 0.0
+        top = float(arr.max())
+        if top <= 0:
             return None
-        z, y, x = np.unravel_index(flat, arr.shape)
+        regions, n = ndimage.label(arr >= level * top, structure=np.ones((3, 3, 3)))
+        mass = ndimage.sum(arr, regions, range(1, n + 1))
+        region = regions == int(np.argmax(mass)) + 1
+        depth = ndimage.distance_transform_edt(region, sampling=self.image.GetSpacing()[::-1])
+        z, y, x = np.unravel_index(int(np.argmax(depth)), arr.shape)
         index = (int(x), int(y), int(z))
-        return Hint(index, tuple(float(v) for v in self.image.TransformIndexToPhysicalPoint(index)), float(arr.flat[flat]))
+        return Hint(index, tuple(float(v) for v in self.image.TransformIndexToPhysicalPoint(index)), float(arr[z, y, x]))
