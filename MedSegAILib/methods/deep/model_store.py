@@ -179,16 +179,7 @@ def verify_file(folder: Path, name: str, card_digest: Optional[str], what: str, 
     line (when listed); raises InputError naming the file otherwise. Imports nothing heavy."""
     path = model_file(folder, name, what)
     digest = sha256_file(path)
-    recorded = {card_digest}
-    listed = recorded_checksums(folder).get(name)
-    if listed:
-        recorded.add(listed)
-    if recorded != {digest}:
-        raise InputError(
-            f"the SHA-256 of {what} '{path}' does not match the recorded one "
-            f"(file {digest[:12]}..., recorded {', '.join(sorted(r[:12] + '...' for r in recorded if r))}); "
-            f"the file was changed or damaged, refusing to load it{remedy}"
-        )
+    _check_digest(folder, path, name, digest, card_digest, what, remedy)
     return digest
 
 
