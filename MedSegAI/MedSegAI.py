@@ -174,6 +174,9 @@ def parameterNodeClass():
 
 #: Fields the widget keeps in sync itself (combos filled from the registry, the parameter form,
 #: and the folder paths); every other field is bound through its widget's SlicerParameterName.
+#: How the library's domain check starts its refusal (MedSegAILib.methods.deep.method).
+OUT_OF_DOMAIN = "the input is unlike the model's training data"
+
 MANUALLY_BOUND_PARAMETERS = ("methodFamily", "method", "methodParameters", "model", "modelFolder", "atlasFolder", "surfaceFolder")
 PATH_WIDGETS = {"modelFolder": "modelFolderPathLineEdit", "atlasFolder": "atlasFolderPathLineEdit", "surfaceFolder": "surfaceFolderPathLineEdit"}
 
@@ -523,6 +526,19 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 slicer.util.warningDisplay(_(warning), windowTitle=_("Many segments"))
         elif outcome.status == "cancelled":
             self.ui.statusLabel.text = _("Cancelled; the scene is unchanged.")
+        elif outcome.message.startswith(OUT_OF_DOMAIN) and not self._parameterNode.allowOutOfDomain:
+            # The same message as the command line, and the choice, before any result is loaded.
+            self.ui.statusLabel.text = _("Not segmented: the input is unlike the model's training data.")
+            if slicer.util.confirmOkCancelDisplay(
+                _("{message}\n\nSegment it anyway? The result will be marked as out of domain.").format(message=outcome.message),
+                windowTitle=_("Unlike the training data"),
+            ):
+                self._parameterNode.allowOutOfDomain = True
+                try:
+                    self.onApplyButton()
+                finally:
+                    self._parameterNode.allowOutOfDomain = False
+                return
         else:
             message = loadError or outcome.message
             self.ui.statusLabel.text = _("Failed: {message}").format(message=message)

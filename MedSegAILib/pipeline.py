@@ -118,6 +118,7 @@ def segment(
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
     method_cache: Optional[Dict[str, Any]] = None,
+    allow_out_of_domain: bool = False,
 ) -> SegmentationResult:
     """Segment co-registered 3D volumes with a registered method.
 
@@ -140,6 +141,8 @@ def segment(
     method_cache : dict or None
         Kept by :class:`MedSegAILib.interactive.session.SeededSession` between updates on one
         image (see :class:`MethodRequest`); the result is the same with or without it.
+    allow_out_of_domain : bool
+        Segment an input a deep model finds unlike its training data (the result says so).
 
     Returns
     -------
@@ -171,6 +174,7 @@ def segment(
         device=device,
         progress=prog.sub(0.0, 0.85),
         cache=method_cache,
+        allow_out_of_domain=allow_out_of_domain,
     )
     prog.update(0.0, f"running {method}")
     out = spec.load()(request)

@@ -60,6 +60,7 @@ NON_DEFAULT = {
     "fillHoles": True,
     "connectivity": 6,
     "radiomics": False,
+    "allowOutOfDomain": True,
 }
 
 

@@ -137,6 +137,7 @@ def run(args) -> int:
                 fill_holes=False,
                 connectivity=26,
                 no_radiomics=False,
+                allow_out_of_domain=False,
                 report=True,
                 overwrite=args.overwrite,
             )

@@ -128,6 +128,7 @@ def run_case(case: Case, args, params: dict, *, progress=None, cancel=None):
         input_files=case.channels,
         progress=progress,
         cancel=cancel,
+        allow_out_of_domain=args.allow_out_of_domain,
     )
     if not args.no_radiomics:
         add_radiomics(result, read_image(case.channels[0]))

@@ -44,6 +44,8 @@ class MethodRequest:
     cache : dict or None
         Kept between calls on the same image by an interactive session (what does not depend
         on the seeds: contrast sigma, the geodesic graph); None for a one-off run.
+    allow_out_of_domain : bool
+        Segment an input that a model's domain check finds unlike its training data (deep).
     """
 
     channels: List[sitk.Image]
@@ -54,6 +56,7 @@ class MethodRequest:
     device: str = "auto"
     progress: Progress = field(default_factory=Progress)
     cache: Optional[Dict[str, Any]] = None
+    allow_out_of_domain: bool = False
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,7 @@ def check_case_outputs(folder, reference_label=None, *, min_dice: float = 0.0) -
     if n_segments != n_rows:
         problems.append(f"segmentation.seg.nrrd has {n_segments} segments for {n_rows} instances")
     if reference_label is not None:
-        ref = sitk.GetArrayViewFromImage(sitk.ReadImage(str(reference_label))) > 0
+        ref = sitk.GetArrayFromImage(sitk.ReadImage(str(reference_label))) > 0  # a copy: the image is a temporary
         pred = sitk.GetArrayViewFromImage(labels) > 0
         denom = ref.sum() + pred.sum()
         dice = 2.0 * np.logical_and(ref, pred).sum() / denom if denom else 1.0

@@ -178,6 +178,16 @@ def write_report(
         f"{spacing[0]:.3g}&#215;{spacing[1]:.3g}&#215;{spacing[2]:.3g} mm.</p>",
     ]
 
+    # The model's domain verdict and any warnings of the run, before everything else
+    domain = (prov.extra or {}).get("domain")
+    if domain is not None:
+        verdict = {True: "in domain", False: "OUT OF DOMAIN", None: "not checked"}[domain.get("in_domain")]
+        reasons = (domain.get("before", {}).get("reasons") or []) + (domain.get("after", {}).get("reasons") or [])
+        detail = "; ".join(reasons) if reasons else (domain.get("before", {}).get("checked") or "")
+        parts.append(f'<p id="domain"><strong>Domain check: {_e(verdict)}</strong>. {_e(detail)}</p>')
+    for warning in (prov.extra or {}).get("warnings", []):
+        parts.append(f'<p class="warning">{_e(warning)}</p>')
+
     # Overview picture
     parts.append("<h2>Overview</h2>")
     uri = _overview(result, image, overview_png)

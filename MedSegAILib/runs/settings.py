@@ -74,6 +74,10 @@ RUN_FIELDS: Tuple[Field, ...] = (
     Field("fillHoles", "bool", False, "--fill-holes", "fill_holes", "fill cavities enclosed by a class"),
     Field("connectivity", "int", 26, "--connectivity", "connectivity", "neighbourhood for components and instances", choices=(26, 6)),
     Field("radiomics", "bool", True, "--no-radiomics", "no_radiomics", "per-instance radiomics columns of instances.csv"),
+    Field(
+        "allowOutOfDomain", "bool", False, "--allow-out-of-domain", "allow_out_of_domain",
+        "segment an input the model finds unlike its training data (deep); the result is marked out of domain",
+    ),
 )
 
 PANEL_FIELDS: Tuple[Field, ...] = (
