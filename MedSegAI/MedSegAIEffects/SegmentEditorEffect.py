@@ -46,6 +46,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
         self.minimumNumberOfSegmentsWithEditableArea = 2
         self.clippedMasterImageDataRequired = True
         self.clippedMaskImageDataRequired = True
+        self.extentGrowthRatio = 0.2  # as Grow from seeds: room around the seeds for the cut to grow
         self._preview = None
 
     def clone(self):
@@ -76,8 +77,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
 
     def reset(self):
         self._preview = None
+        if hasattr(self, "backgroundLabel"):
+            self.backgroundLabel.text = ""
         AbstractScriptedSegmentEditorAutoCompleteEffect.reset(self)
         self.updateGUIFromMRML()
+
+    def sourceVolumeNodeChanged(self):
+        self._preview = None  # another image on the same grid must not reuse the session
 
     def setupOptionsFrame(self):
         AbstractScriptedSegmentEditorAutoCompleteEffect.setupOptionsFrame(self)
@@ -131,7 +137,19 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
 
     def computePreviewLabelmap(self, mergedImage, outputLabelmap):
         _ensureLibraryOnPath()
+        from MedSegAILib.runs.requirements import missing_for_run
+        from MedSegAILib.runs.settings import RunSettings
         from MedSegAILib.slicer_bridge.seeded_effect import GraphCutPreview, background_value
+
+        if missing_for_run(RunSettings(method="graphcut")):
+            from MedSegAI import MedSegAILogic  # asks, then installs PyMaxflow, as the panel does
+
+            if not MedSegAILogic().ensureDependencies(RunSettings(method="graphcut")):
+                raise RuntimeError(_("The graph cut needs PyMaxflow, which is not installed."))
+        mask = self.clippedMaskImageData
+        extent = mask.GetExtent() if mask is not None else None
+        # With an editable area the background need not surround the object: a wider box (as Grow from seeds).
+        self.extentGrowthRatio = 0.5 if extent is not None and extent[0] <= extent[1] and extent[2] <= extent[3] and extent[4] <= extent[5] else 0.2
 
         segmentation = self.scriptedEffect.parameterSetNode().GetSegmentationNode().GetSegmentation()
         ids = [self.selectedSegmentIds.GetValue(i) for i in range(self.selectedSegmentIds.GetNumberOfValues())]
