@@ -206,12 +206,12 @@ def image_from_array(array: np.ndarray, reference: sitk.Image, is_vector: bool =
     return img
 
 
-#: LPS (SimpleITK) to RAS (MRML): x and y negated.
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+#: LPS (SimpleITK) to RAS (MRML): x and y negated (its own inverse).
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
 def ras_geometry(image: sitk.Image):
     """(origin_ras, spacing, directions_ras 3x3 with columns = axis directions) of a SimpleITK image."""
     direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
-    origin = _LPS_TO_RAS @ np.array(image.GetOrigin(), dtype=float)
-    return origin, tuple(float(s) for s in image.GetSpacing()), _LPS_TO_RAS @ direction
+    origin = LPS_TO_RAS @ np.array(image.GetOrigin(), dtype=float)
+    return origin, tuple(float(s) for s in image.GetSpacing()), LPS_TO_RAS @ direction

@@ -24,7 +24,7 @@ import SimpleITK as sitk
 from ..core.errors import InputError, MissingDependencyError
 from ..core.result import SegmentationResult
 from ..outputs.colormaps import inferno
-from ..io.images import ras_geometry
+from ..io.images import LPS_TO_RAS, ras_geometry
 from ..outputs.seg_nrrd import (  # noqa: F401  (the tag names are part of this module's interface)
     KNOWN_TAGS,
     TAG_CLASS_LABEL,
@@ -38,8 +38,6 @@ from ..outputs.seg_nrrd import (  # noqa: F401  (the tag names are part of this 
 
 BINARY_LABELMAP = "Binary labelmap"
 CLOSED_SURFACE = "Closed surface"
-
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
 def import_slicer():
@@ -136,9 +134,9 @@ def _set_node_geometry(node, image: sitk.Image) -> None:
 
 def _sitk_from_array_and_geometry(arr: np.ndarray, origin_ras, spacing, directions_ras) -> sitk.Image:
     img = sitk.GetImageFromArray(arr, isVector=arr.ndim == 4)
-    img.SetOrigin([float(v) for v in _LPS_TO_RAS @ np.asarray(origin_ras, dtype=float)])
+    img.SetOrigin([float(v) for v in LPS_TO_RAS @ np.asarray(origin_ras, dtype=float)])
     img.SetSpacing([float(s) for s in spacing])
-    img.SetDirection([float(v) for v in (_LPS_TO_RAS @ np.asarray(directions_ras, dtype=float)).ravel()])
+    img.SetDirection([float(v) for v in (LPS_TO_RAS @ np.asarray(directions_ras, dtype=float)).ravel()])
     return img
 
 
