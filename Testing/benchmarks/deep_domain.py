@@ -31,7 +31,7 @@ from bench_paths import HIPPOCAMPUS, REPO, SHARED_DATA
 sys.path.insert(0, str(REPO))
 
 from MedSegAILib.io.images import read_image  # noqa: E402
-from MedSegAILib.methods.deep.domain import build_record, check_input, check_output, input_features, output_features  # noqa: E402
+from MedSegAILib.methods.deep.domain import check_input, check_output, input_features, output_features, record_domain  # noqa: E402
 from MedSegAILib.methods.deep.inference import segment_with_model  # noqa: E402
 
 MODEL = REPO / "Resources" / "Models" / "hippocampus"
@@ -46,15 +46,9 @@ def record() -> None:
     c = card()
     train = c["training"]["train_cases"]
     val = c["training"]["validation_cases"]
-    inputs = [input_features([sitk.ReadImage(str(HIPPOCAMPUS / "imagesTr" / f"{n}.nii.gz"))]) for n in train]
-    outputs = []
-    for n in val:
-        image = sitk.Cast(sitk.ReadImage(str(HIPPOCAMPUS / "imagesTr" / f"{n}.nii.gz")), sitk.sitkFloat32)
-        out = segment_with_model([image], str(MODEL))
-        outputs.append(output_features(out.labels, out.uncertainty, [k.label for k in out.classes]))
-    c["domain"] = build_record(inputs, outputs, source=f"input features of the {len(train)} training cases, output features of the {len(val)} validation cases (the card's split)")
-    (MODEL / "model.json").write_text(json.dumps(c, indent=2))
-    print(f"recorded the domain of {MODEL.name}: {len(inputs)} training inputs, {len(outputs)} validation outputs")
+    files = lambda names: [[HIPPOCAMPUS / "imagesTr" / f"{n}.nii.gz"] for n in names]  # noqa: E731
+    rec = record_domain(MODEL, files(train), files(val), source=f"input features of the {len(train)} training cases, output features of the {len(val)} validation cases (the card's split)")
+    print(f"recorded the domain of {MODEL.name}: {rec['n_training_inputs']} training inputs, {rec['n_validation_outputs']} validation outputs")
 
 
 def altered(image: sitk.Image, how: str) -> sitk.Image:

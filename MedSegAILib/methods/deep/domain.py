@@ -163,3 +163,25 @@ def check_output(record: Optional[dict], features: dict, class_names: Dict[str, 
         if n > hi[0] + 1:
             reasons.append(f"{n} separate {class_names.get(c, f'class {c}')} pieces were found; validation cases had at most {int(hi[0])}")
     return DomainVerdict(not reasons, reasons, {"output": features}, "after inference")
+
+
+def record_domain(model_dir, train_images: Sequence[Sequence], val_images: Sequence[Sequence], *, source: str = "") -> dict:
+    """Write ``model_dir``'s card ``domain`` entry: the input features of ``train_images`` and
+    the model's own output features on ``val_images`` (each item: one case's channel files).
+    Returns the record; the weights and their SHA-256 are untouched."""
+    import json
+    from pathlib import Path
+
+    from .inference import segment_with_model
+
+    model_dir = Path(model_dir)
+    inputs = [input_features([sitk.ReadImage(str(p)) for p in case]) for case in train_images]
+    outputs = []
+    for case in val_images:
+        result = segment_with_model([sitk.Cast(sitk.ReadImage(str(p)), sitk.sitkFloat32) for p in case], str(model_dir))
+        outputs.append(output_features(result.labels, result.uncertainty, [c.label for c in result.classes]))
+    record = build_record(inputs, outputs, source=source or f"input features of the {len(inputs)} training cases, output features of the {len(outputs)} validation cases")
+    card = json.loads((model_dir / "model.json").read_text())
+    card["domain"] = record
+    (model_dir / "model.json").write_text(json.dumps(card, indent=2))
+    return record

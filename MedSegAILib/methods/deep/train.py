@@ -236,20 +236,10 @@ def _record_domain(out: Path, train_cases, val_cases, log) -> None:
     """Write the card's ``domain`` (see :mod:`.domain`): the training inputs' features and the
     kept model's outputs on the validation cases, so that runs can say when an input is unlike
     them. Without validation cases only the inputs are recorded."""
-    import SimpleITK as sitk
+    from .domain import record_domain
 
-    from .domain import build_record, input_features, output_features
-    from .inference import segment_with_model
-
-    inputs = [input_features([sitk.ReadImage(str(p)) for p in case.images]) for case in train_cases]
-    outputs = []
-    for case in val_cases:
-        result = segment_with_model([sitk.Cast(sitk.ReadImage(str(p)), sitk.sitkFloat32) for p in case.images], str(out))
-        outputs.append(output_features(result.labels, result.uncertainty, [c.label for c in result.classes]))
-    card = json.loads((out / "model.json").read_text())
-    card["domain"] = build_record(inputs, outputs, source=f"input features of the {len(inputs)} training cases, output features of the {len(outputs)} validation cases")
-    (out / "model.json").write_text(json.dumps(card, indent=2))
-    log(f"recorded the training domain ({len(inputs)} inputs, {len(outputs)} validation outputs)")
+    record = record_domain(out, [c.images for c in train_cases], [c.images for c in val_cases])
+    log(f"recorded the training domain ({record['n_training_inputs']} inputs, {record['n_validation_outputs']} validation outputs)")
 
 
 def _export_onnx_after_training(out: Path, log) -> None:
