@@ -7,10 +7,17 @@ on Slicer's own image types through slicer-core.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "benchmarks"))
+
+from interactive_benchmark import corrective_stroke, round0_seeds  # noqa: E402  (the benchmark's simulated user)
 
 from MedSegAILib.core.errors import InputError
 from MedSegAILib.interactive.session import SeededSession
@@ -18,32 +25,8 @@ from MedSegAILib.pipeline import segment
 
 
 def _round0_seeds(label: sitk.Image) -> np.ndarray:
-    """The benchmark's first stroke: on the object's middle axial slice, the object eroded by 2
-    voxels in-plane is object (1), voxels more than 3 voxels outside it are background (2)."""
-    ref = sitk.GetArrayFromImage(label) > 0
-    z = int(np.median(np.nonzero(ref)[0]))
-    seeds = np.zeros(ref.shape, np.uint16)
-    inner = ndimage.binary_erosion(ref[z], iterations=2)
-    outer = ~ndimage.binary_dilation(ref[z], iterations=3)
-    seeds[z][inner] = 1
-    seeds[z][outer] = 2
-    return seeds
-
-
-def _corrective_stroke(seeds: np.ndarray, pred: np.ndarray, ref: np.ndarray) -> None:
-    """The largest wrong region gets a ball of the right answer at its innermost voxel."""
-    wrong = pred != ref
-    comp, n = ndimage.label(wrong, structure=np.ones((3, 3, 3)))
-    if n == 0:
-        return
-    sizes = ndimage.sum(wrong, comp, range(1, n + 1))
-    region = comp == int(np.argmax(sizes)) + 1
-    depth = ndimage.distance_transform_edt(region)
-    centre = np.unravel_index(int(np.argmax(depth)), region.shape)
-    radius = int(min(3, max(depth[centre], 1)))
-    zz, yy, xx = np.ogrid[tuple(slice(0, s) for s in region.shape)]
-    ball = ((zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2 <= radius**2) & region
-    seeds[ball] = 1 if ref[centre] else 2
+    """The benchmark's first stroke (its protocol, not a copy of it)."""
+    return round0_seeds(sitk.GetArrayFromImage(label) > 0)
 
 
 @pytest.mark.parametrize("case", ["hippocampus_003", "hippocampus_101", "hippocampus_250"])
@@ -60,7 +43,7 @@ def test_session_updates_equal_full_runs_stroke_after_stroke(shared_data, case):
         full = segment([image], "graphcut", seeds=seeds)
         np.testing.assert_array_equal(sitk.GetArrayViewFromImage(fast.labels), sitk.GetArrayViewFromImage(full.labels))
         np.testing.assert_allclose(sitk.GetArrayViewFromImage(fast.uncertainty), sitk.GetArrayViewFromImage(full.uncertainty), atol=1e-6)
-        _corrective_stroke(seeds_arr, sitk.GetArrayViewFromImage(fast.labels) > 0, ref)
+        corrective_stroke(seeds_arr, sitk.GetArrayViewFromImage(fast.labels) > 0, ref)
     assert len(session.seconds) == 4
     assert any(key[0] == "geodesic_graph" for key in session._cache if isinstance(key, tuple))  # kept, not rebuilt
 
@@ -95,7 +78,7 @@ def test_a_session_needs_a_seeded_method(shared_data):
 
 
 def test_effect_preview_matches_the_graph_cut_on_the_merged_labelmap_geometry(shared_data):
-    slicer = pytest.importorskip("slicer", reason="slicer-core is needed")
+    pytest.importorskip("slicer", reason="slicer-core is needed")
     from MedSegAILib.slicer_bridge import segmentation_node as sn
     from MedSegAILib.slicer_bridge.seeded_effect import GraphCutPreview, background_value, seeds_for_cut
 
