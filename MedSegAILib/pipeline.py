@@ -21,6 +21,7 @@ from . import __version__
 from .core.errors import InputError
 from .core.progress import CancelToken, Progress, ProgressCallback
 from .core.result import Provenance, SegmentationResult
+from .core.stages import timed
 from .io.images import file_sha256, read_channels, read_image, require_3d_scalar, same_grid
 from .methods.registry import MethodRequest, coerce_params, get_method
 from .postprocess.cleanup import PostprocessOptions, postprocess_labels
@@ -119,6 +120,7 @@ def segment(
     cancel: Optional[CancelToken] = None,
     method_cache: Optional[Dict[str, Any]] = None,
     allow_out_of_domain: bool = False,
+    stages: Optional[list] = None,
 ) -> SegmentationResult:
     """Segment co-registered 3D volumes with a registered method.
 
@@ -143,6 +145,9 @@ def segment(
         image (see :class:`MethodRequest`); the result is the same with or without it.
     allow_out_of_domain : bool
         Segment an input a deep model finds unlike its training data (the result says so).
+    stages : list or None
+        Rows of stage timings (:mod:`MedSegAILib.core.stages`) to append to; the result's
+        provenance keeps the same list (``stages``), a new one when None.
 
     Returns
     -------
@@ -176,24 +181,30 @@ def segment(
         cache=method_cache,
         allow_out_of_domain=allow_out_of_domain,
     )
+    stages = [] if stages is None else stages
     prog.update(0.0, f"running {method}")
-    out = spec.load()(request)
+    with timed(stages, f"method ({method})"):
+        out = spec.load()(request)
     prog.update(0.86, "post-processing")
-    labels = sitk.Cast(postprocess_labels(out.labels, options), sitk.sitkUInt16)
-    labels.CopyInformation(checked[0])
-    uncertainty = out.uncertainty
-    if uncertainty is None:
-        if out.probabilities is None:
-            raise RuntimeError(f"method '{method}' returned neither probabilities nor uncertainty")
-        uncertainty = entropy_image(out.probabilities)
-    uncertainty = sitk.Cast(uncertainty, sitk.sitkFloat32)
-    uncertainty.CopyInformation(checked[0])
+    with timed(stages, "post-processing"):
+        labels = sitk.Cast(postprocess_labels(out.labels, options), sitk.sitkUInt16)
+        labels.CopyInformation(checked[0])
+    with timed(stages, "uncertainty"):
+        uncertainty = out.uncertainty
+        if uncertainty is None:
+            if out.probabilities is None:
+                raise RuntimeError(f"method '{method}' returned neither probabilities nor uncertainty")
+            uncertainty = entropy_image(out.probabilities)
+        if uncertainty.GetPixelID() != sitk.sitkFloat32:
+            uncertainty = sitk.Cast(uncertainty, sitk.sitkFloat32)
+        uncertainty.CopyInformation(checked[0])
     prog.update(0.92, "instances")
     # Tissue ("stuff") classes of Otsu, MRF and CRF are one segment each; objects are split.
     stuff = [c.label for c in out.classes] if spec.stuff else ()
-    instances, table, classes = label_instances(
-        labels, out.classes, connectivity=options.connectivity, uncertainty=uncertainty, stuff_labels=stuff
-    )
+    with timed(stages, "instances"):
+        instances, table, classes = label_instances(
+            labels, out.classes, connectivity=options.connectivity, uncertainty=uncertainty, stuff_labels=stuff
+        )
     provenance = Provenance(
         method=spec.name,
         family=spec.family,
@@ -207,6 +218,7 @@ def segment(
         library_versions=_library_versions(),
         postprocessing=options.to_dict(),
         extra={**(out.extra or {}), **_dicom_record(input_files)},
+        stages=stages,
     )
     prog.update(1.0, "done")
     return SegmentationResult(

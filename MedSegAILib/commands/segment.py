@@ -10,7 +10,8 @@ from typing import Dict, List, Optional, Sequence
 
 from ..core.errors import InputError
 from ..core.progress import CancelToken, TextProgressBar
-from ..io.images import case_name, read_channels, read_image
+from ..core.stages import timed
+from ..io.images import case_name, read_channels
 from ..methods.registry import available_methods
 from ..outputs.files import CaseFolderLock, check_output_folder, write_case_outputs
 from ..pipeline import read_seeds, segment
@@ -114,8 +115,10 @@ def plan_cases(inputs: Sequence[str], output: Path, seeds: Optional[str]) -> Lis
 
 def run_case(case: Case, args, params: dict, *, progress=None, cancel=None):
     """Segment one case and write its outputs; returns (result, written paths)."""
-    channels = read_channels(case.channels)
-    seeds = read_seeds(case.seeds, channels[0]) if case.seeds else None
+    stages: list = []
+    with timed(stages, "read"):
+        channels = read_channels(case.channels)
+        seeds = read_seeds(case.seeds, channels[0]) if case.seeds else None
     result = segment(
         channels,
         args.method,
@@ -129,9 +132,11 @@ def run_case(case: Case, args, params: dict, *, progress=None, cancel=None):
         progress=progress,
         cancel=cancel,
         allow_out_of_domain=args.allow_out_of_domain,
+        stages=stages,
     )
     if not args.no_radiomics:
-        add_radiomics(result, read_image(case.channels[0]))
+        with timed(stages, "radiomics"):
+            add_radiomics(result, channels[0])
     paths = write_case_outputs(
         result,
         case.folder,
@@ -158,12 +163,15 @@ def write_extras(result, image, folder: Path, *, report: bool) -> dict:
         from ..outputs.overview import write_overview_png
     except ImportError:
         write_overview_png = None
+    stages = result.provenance.stages
     if write_overview_png is not None:
-        paths["overview.png"] = write_overview_png(image, result, folder / "overview.png")
+        with timed(stages, "overview.png"):
+            paths["overview.png"] = write_overview_png(image, result, folder / "overview.png")
     if report:
         from ..outputs.report import write_report
 
-        paths["report.html"] = write_report(result, image, folder, overview_png=paths.get("overview.png"))
+        with timed(stages, "report.html"):
+            paths["report.html"] = write_report(result, image, folder, overview_png=paths.get("overview.png"))
     return paths
 
 

@@ -110,6 +110,8 @@ class Provenance:
     library_versions: Dict[str, str] = field(default_factory=dict)
     postprocessing: Dict[str, Any] = field(default_factory=dict)
     extra: Dict[str, Any] = field(default_factory=dict)
+    #: Wall time (s) and peak memory (MiB) of each stage of the run (see core.stages).
+    stages: List[Dict[str, Any]] = field(default_factory=list)
     intended_use: str = "Research use only. Not a medical device; not for diagnosis or treatment."
 
     def to_dict(self) -> Dict[str, Any]:

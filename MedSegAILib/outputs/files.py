@@ -31,6 +31,7 @@ import SimpleITK as sitk
 
 from ..core.errors import InputError, ResourceError
 from ..core.result import SegmentationResult
+from ..core.stages import timed
 
 OUTPUT_FILES = (
     "labels.nii.gz",
@@ -211,15 +212,18 @@ def _write_case(result: SegmentationResult, tmp: Path, extras, folder: Path) -> 
     quota, a vanished drive) becomes a one-line error, and the earlier case stays untouched."""
     from .seg_nrrd import write_seg_nrrd
 
+    stages = result.provenance.stages
     try:
-        sitk.WriteImage(result.labels, str(tmp / "labels.nii.gz"), useCompression=True)
-        sitk.WriteImage(result.instances, str(tmp / "instances.nii.gz"), useCompression=True)
-        sitk.WriteImage(result.uncertainty, str(tmp / "uncertainty.nii.gz"), useCompression=True)
-        write_seg_nrrd(result, tmp / "segmentation.seg.nrrd")
+        for name, image in (("labels.nii.gz", result.labels), ("instances.nii.gz", result.instances), ("uncertainty.nii.gz", result.uncertainty)):
+            with timed(stages, name):
+                sitk.WriteImage(image, str(tmp / name), useCompression=True)
+        with timed(stages, "segmentation.seg.nrrd"):
+            write_seg_nrrd(result, tmp / "segmentation.seg.nrrd")
         write_instance_csv(result, tmp / "instances.csv")
+        extra = list(extras(tmp)) if extras is not None else []
+        # Last, so that it holds every stage's time.
         with open(tmp / "provenance.json", "w") as fh:
             json.dump(provenance_dict(result), fh, indent=2, default=str)
-        extra = list(extras(tmp)) if extras is not None else []
     except (OSError, RuntimeError) as exc:
         free = shutil.disk_usage(tmp.parent).free
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
