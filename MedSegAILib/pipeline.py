@@ -26,7 +26,7 @@ from .io.images import file_sha256, read_channels, read_image, require_3d_scalar
 from .methods.registry import MethodRequest, coerce_params, get_method
 from .postprocess.cleanup import PostprocessOptions, postprocess_labels
 from .postprocess.instances import label_instances
-from .uncertainty.entropy import entropy_image
+from .uncertainty.entropy import entropy_image, quantize_uncertainty
 
 
 @functools.lru_cache(maxsize=None)
@@ -121,6 +121,7 @@ def segment(
     method_cache: Optional[Dict[str, Any]] = None,
     allow_out_of_domain: bool = False,
     stages: Optional[list] = None,
+    keep_probabilities: bool = False,
 ) -> SegmentationResult:
     """Segment co-registered 3D volumes with a registered method.
 
@@ -148,6 +149,10 @@ def segment(
     stages : list or None
         Rows of stage timings (:mod:`MedSegAILib.core.stages`) to append to; the result's
         provenance keeps the same list (``stages``), a new one when None.
+
+    keep_probabilities : bool
+        Keep the method's per-class posteriors in ``result.probabilities`` (K float32 values a
+        voxel: 1.3 GB for a full-size CT with three classes); None otherwise.
 
     Returns
     -------
@@ -180,6 +185,7 @@ def segment(
         progress=prog.sub(0.0, 0.85),
         cache=method_cache,
         allow_out_of_domain=allow_out_of_domain,
+        keep_probabilities=keep_probabilities,
     )
     stages = [] if stages is None else stages
     prog.update(0.0, f"running {method}")
@@ -189,14 +195,17 @@ def segment(
     with timed(stages, "post-processing"):
         labels = sitk.Cast(postprocess_labels(out.labels, options), sitk.sitkUInt16)
         labels.CopyInformation(checked[0])
+        out.labels = None  # the method's labels are not needed beyond here
     with timed(stages, "uncertainty"):
         uncertainty = out.uncertainty
         if uncertainty is None:
             if out.probabilities is None:
                 raise RuntimeError(f"method '{method}' returned neither probabilities nor uncertainty")
             uncertainty = entropy_image(out.probabilities)
-        if uncertainty.GetPixelID() != sitk.sitkFloat32:
-            uncertainty = sitk.Cast(uncertainty, sitk.sitkFloat32)
+        if not keep_probabilities:
+            out.probabilities = None  # released before the instances are built
+        out.uncertainty = None
+        uncertainty = quantize_uncertainty(uncertainty)  # in steps of 2**-16 (see uncertainty.entropy)
         uncertainty.CopyInformation(checked[0])
     prog.update(0.92, "instances")
     # Tissue ("stuff") classes of Otsu, MRF and CRF are one segment each; objects are split.

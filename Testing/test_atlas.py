@@ -344,7 +344,8 @@ def test_end_to_end_atlas_segmentation_of_a_real_case(hippocampus_case, library_
     image_path, label_path = hippocampus_case
     seen = []
     result = segment_files(
-        [str(image_path)], "atlas", {"k": "5"}, atlases=str(library_15), progress=lambda f, m: seen.append((f, m))
+        [str(image_path)], "atlas", {"k": "5"}, atlases=str(library_15), progress=lambda f, m: seen.append((f, m)),
+        keep_probabilities=True,
     )
     ref = _arr(sitk.Cast(sitk.ReadImage(str(label_path)), sitk.sitkUInt16))
     labels = _arr(result.labels)

@@ -144,12 +144,15 @@ def require_3d_scalar(image: sitk.Image, name: str = "the image") -> sitk.Image:
     arr = sitk.GetArrayViewFromImage(image)
     if arr.size == 0:
         raise InputError(f"{name} is empty")
-    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+    # min and max propagate NaN and show infinities: two passes, no volume-sized temporary.
+    low, high = float(arr.min()), float(arr.max())
+    if not (np.isfinite(low) and np.isfinite(high)):
         bad = int(np.count_nonzero(~np.isfinite(arr)))
         raise InputError(f"{name} contains {bad} NaN or infinite voxel values")
-    if float(arr.min()) == float(arr.max()):
-        raise InputError(f"{name} is constant (every voxel is {float(arr.min()):g}); there is nothing to segment")
-    return sitk.Cast(image, sitk.sitkFloat32)
+    if low == high:
+        raise InputError(f"{name} is constant (every voxel is {low:g}); there is nothing to segment")
+    # Already Float32 (the second check of a run, a volume from Slicer): no copy.
+    return image if image.GetPixelID() == sitk.sitkFloat32 else sitk.Cast(image, sitk.sitkFloat32)
 
 
 def same_grid(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> bool:

@@ -46,6 +46,9 @@ class MethodRequest:
         on the seeds: contrast sigma, the geodesic graph); None for a one-off run.
     allow_out_of_domain : bool
         Segment an input that a model's domain check finds unlike its training data (deep).
+    keep_probabilities : bool
+        The caller wants the per-class posteriors; a method that can give its uncertainty
+        without holding them (Otsu) skips them otherwise.
     """
 
     channels: List[sitk.Image]
@@ -57,6 +60,7 @@ class MethodRequest:
     progress: Progress = field(default_factory=Progress)
     cache: Optional[Dict[str, Any]] = None
     allow_out_of_domain: bool = False
+    keep_probabilities: bool = True
 
 
 @dataclass(frozen=True)

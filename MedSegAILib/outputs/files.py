@@ -27,7 +27,6 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-import SimpleITK as sitk
 
 from ..core.errors import InputError, ResourceError
 from ..core.result import SegmentationResult
@@ -210,13 +209,14 @@ def write_case_outputs(
 def _write_case(result: SegmentationResult, tmp: Path, extras, folder: Path) -> List[str]:
     """Every file of the case into ``tmp``; returns their names. A failed write (a full disk, a
     quota, a vanished drive) becomes a one-line error, and the earlier case stays untouched."""
+    from .nifti_gz import write_nifti_gz
     from .seg_nrrd import write_seg_nrrd
 
     stages = result.provenance.stages
     try:
         for name, image in (("labels.nii.gz", result.labels), ("instances.nii.gz", result.instances), ("uncertainty.nii.gz", result.uncertainty)):
             with timed(stages, name):
-                sitk.WriteImage(image, str(tmp / name), useCompression=True)
+                write_nifti_gz(image, tmp / name)
         with timed(stages, "segmentation.seg.nrrd"):
             write_seg_nrrd(result, tmp / "segmentation.seg.nrrd")
         write_instance_csv(result, tmp / "instances.csv")

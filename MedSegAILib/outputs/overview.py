@@ -22,6 +22,7 @@ import SimpleITK as sitk
 from PIL import Image, ImageDraw, ImageFont  # the "viz" extra; callers treat ImportError as "no picture"
 
 from ..core.result import SegmentationResult
+from ..postprocess.instances import region_statistics
 from .colormaps import inferno
 
 PANEL_PX = (330, 260)        # width, height of the box each slice is fitted into
@@ -57,13 +58,43 @@ def _orient_canonical(image: sitk.Image) -> sitk.Image:
         return image
 
 
-def _window(arr: np.ndarray) -> Tuple[float, float]:
-    """Grey window from the 0.5th to the 99.5th percentile of the finite values."""
-    finite = arr[np.isfinite(arr)]
+def _window(slices: List[np.ndarray]) -> Tuple[float, float]:
+    """Grey window from the 0.5th to the 99.5th percentile of the shown slices' finite values."""
+    values = np.concatenate([np.ravel(v) for v in slices])
+    finite = values[np.isfinite(values)]
     if finite.size == 0:
         return 0.0, 1.0
     lo, hi = np.percentile(finite, [0.5, 99.5])
     return float(lo), float(hi if hi > lo else lo + 1)
+
+
+def _slice_centre(labels: sitk.Image) -> Tuple[float, ...]:
+    """Physical point (LPS mm) the views pass through: the centroid of the largest class's
+    voxels, or the image centre when nothing is labelled (one multi-threaded pass over the
+    labels, no voxel list)."""
+    if labels.GetPixelID() not in (sitk.sitkUInt8, sitk.sitkUInt16, sitk.sitkUInt32):
+        labels = sitk.Cast(labels, sitk.sitkUInt16)
+    regions = region_statistics(labels)
+    if not regions:
+        return labels.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in labels.GetSize()])
+    largest = max(regions, key=lambda v: regions[v].count)
+    return labels.TransformContinuousIndexToPhysicalPoint(regions[largest].centroid_index_xyz)
+
+
+def _canonical_plane(image: sitk.Image, centre, axis: int) -> Tuple[np.ndarray, int]:
+    """The plane through ``centre`` perpendicular to LPS axis ``axis`` (0 = right-left, 1 =
+    anterior-posterior, 2 = inferior-superior), as the (Z, Y, X) array of a one-voxel-thick
+    slab reoriented to LPS (its size along ``axis`` is 1), and the plane's index along that axis
+    in the reoriented volume. Only the slab is reoriented, not the volume."""
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    stored = int(np.argmax(np.abs(direction[axis, :])))  # the stored axis closest to ``axis``
+    index = image.TransformPhysicalPointToIndex(tuple(float(c) for c in centre))
+    n = image.GetSize()[stored]
+    k = min(max(int(index[stored]), 0), n - 1)
+    start, size = [0, 0, 0], list(image.GetSize())
+    start[stored], size[stored] = k, 1
+    slab = _orient_canonical(sitk.RegionOfInterest(image, size, start))
+    return sitk.GetArrayFromImage(slab), (k if direction[axis, stored] > 0 else n - 1 - k)
 
 
 def _blend(base: np.ndarray, color: np.ndarray, where: np.ndarray, alpha: float) -> np.ndarray:
@@ -84,36 +115,32 @@ def orthogonal_views(image: sitk.Image, result: SegmentationResult) -> List[View
         Its labels colour the first picture row (label values without a class entry in
         ``UNLISTED_COLOR``), its uncertainty in [0, 1] the second.
     """
-    img = _orient_canonical(sitk.Cast(image, sitk.sitkFloat32))
-    a = sitk.GetArrayFromImage(img)
-    l = sitk.GetArrayFromImage(_orient_canonical(result.labels)).astype(np.int64)
-    u = np.nan_to_num(sitk.GetArrayFromImage(_orient_canonical(result.uncertainty)), nan=0.0)
-    sx, sy, sz = img.GetSpacing()
-
-    if np.any(l > 0):
-        # Slice through the centre of mass of the largest class's voxels.
-        vals, counts = np.unique(l[l > 0], return_counts=True)
-        zyx = np.argwhere(l == vals[np.argmax(counts)]).mean(axis=0).round().astype(int)
-    else:
-        zyx = np.array(a.shape) // 2
-    z, y, x = (int(v) for v in zyx)
-
-    top = max([c.label for c in result.classes] + [int(l.max()), 1])
+    centre = _slice_centre(result.labels)
+    sx, sy, sz = _orient_canonical(sitk.RegionOfInterest(image, [1, 1, 1], [0, 0, 0])).GetSpacing()
+    # (LPS axis the plane is perpendicular to, how to take the plane from the slab, row and
+    # column spacing, name, flip rows so that superior is up)
+    cuts = [
+        (2, lambda v: v[0], sy, sx, "axial z", False),
+        (1, lambda v: v[:, 0, :], sz, sx, "coronal y", True),
+        (0, lambda v: v[:, :, 0], sz, sy, "sagittal x", True),
+    ]
+    planes = []
+    for axis, take, row_mm, col_mm, name, flip in cuts:
+        arrays = []
+        for volume in (image, result.labels, result.uncertainty):
+            arr, k = _canonical_plane(volume, centre, axis)
+            arrays.append(take(arr)[::-1] if flip else take(arr))
+        planes.append((arrays, row_mm, col_mm, f"{name}={k}"))
+    lo, hi = _window([p[0][0] for p in planes])
+    top = max([c.label for c in result.classes] + [int(p[0][1].max()) for p in planes] + [1])
     colors = np.tile(np.asarray(UNLISTED_COLOR, dtype=float), (top + 1, 1))
     for c in result.classes:
         colors[c.label] = c.color
-    lo, hi = _window(a)
-    # (slice of a (Z, Y, X) array, row spacing, column spacing, name, flip rows so superior is up)
-    cuts = [
-        (lambda v: v[z], sy, sx, f"axial z={z}", False),
-        (lambda v: v[:, y, :], sz, sx, f"coronal y={y}", True),
-        (lambda v: v[:, :, x], sz, sy, f"sagittal x={x}", True),
-    ]
     views = []
-    for take, row_mm, col_mm, name, flip in cuts:
-        sl_a, sl_l, sl_u = take(a), take(l), take(u)
-        if flip:
-            sl_a, sl_l, sl_u = sl_a[::-1], sl_l[::-1], sl_u[::-1]
+    for (sl_a, sl_l, sl_u), row_mm, col_mm, name in planes:
+        sl_a = sl_a.astype(np.float32)
+        sl_l = sl_l.astype(np.int64)
+        sl_u = np.nan_to_num(sl_u.astype(np.float32), nan=0.0)
         grey = np.repeat(np.nan_to_num((sl_a - lo) / (hi - lo), nan=0.0)[..., None], 3, axis=-1)
         labelled = _blend(grey, colors[np.clip(sl_l, 0, top)], sl_l > 0, LABEL_ALPHA)
         uncertain = _blend(grey, inferno(sl_u), sl_u >= UNCERTAINTY_FLOOR, UNCERTAINTY_ALPHA)

@@ -9,7 +9,7 @@ neighbouring classes overlap, low deep inside a class.
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List
 
 import numpy as np
 import SimpleITK as sitk
@@ -17,8 +17,9 @@ import SimpleITK as sitk
 from ...core.classes import TISSUE, Terminology, generic_classes
 from ...core.errors import InputError
 from ...core.memory import require_memory
+from ...core.slabs import SLAB_VOXELS, for_each_slab
 from ...core.result import MethodOutput
-from ...uncertainty.entropy import entropy_image, probabilities_image
+from ...uncertainty.entropy import normalized_entropy, probabilities_image, uncertainty_image
 from ..registry import MethodRequest
 
 
@@ -40,41 +41,59 @@ def otsu_thresholds(image: sitk.Image, n_classes: int = 2, bins: int = 128) -> L
     return [float(t) for t in f.GetThresholds()]
 
 
-def gaussian_mixture_posterior(values: np.ndarray, labels: np.ndarray, n_classes: int) -> Tuple[np.ndarray, dict]:
-    """Posterior P(class | intensity) of a Gaussian mixture fitted to a hard labelling.
+def mixture_posterior(values: np.ndarray, fit: dict) -> np.ndarray:
+    """Posterior P(class | intensity) under the Gaussian mixture ``fit`` ("mean", "std",
+    "weight" per class), computed in float64.
 
     Parameters
     ----------
-    values : ndarray (N,) float
-    labels : ndarray (N,) int in [0, n_classes)
+    values : ndarray (N,)
 
     Returns
     -------
-    posterior : ndarray (N, n_classes) float32
-    fit : dict with per-class "mean", "std", "weight"
+    posterior : ndarray (N, K) float32, rows sum to 1
     """
-    means, stds, weights = [], [], []
-    global_std = float(values.std()) or 1.0
-    for k in range(n_classes):
-        v = values[labels == k]
-        if v.size == 0:
-            means.append(float(values.mean()))
-            stds.append(global_std)
-            weights.append(1e-6)
-            continue
-        means.append(float(v.mean()))
-        # A floor on the std keeps a near-constant class (e.g. zero-padded air) from collapsing.
-        stds.append(max(float(v.std()), 1e-3 * global_std))
-        weights.append(v.size / values.size)
-    m, s, w = (np.asarray(x, dtype=np.float64) for x in (means, stds, weights))
-    logp = -0.5 * ((values[:, None] - m) / s) ** 2 - np.log(s) + np.log(w)
+    m, s, w = (np.asarray(fit[k], dtype=np.float64) for k in ("mean", "std", "weight"))
+    logp = -0.5 * ((np.asarray(values, dtype=np.float64)[:, None] - m) / s) ** 2 - np.log(s) + np.log(w)
     logp -= logp.max(axis=1, keepdims=True)
     p = np.exp(logp)
     p /= p.sum(axis=1, keepdims=True)
-    return p.astype(np.float32), {"mean": means, "std": stds, "weight": weights}
+    return p.astype(np.float32)
 
 
-def otsu_segmentation(image: sitk.Image, *, n_classes: int = 2, bins: int = 128, smoothing_mm: float = 0.0) -> MethodOutput:
+def fit_mixture(image: sitk.Image, labels: sitk.Image, n_classes: int) -> dict:
+    """One Gaussian per class of a hard labelling: mean, (population) standard deviation and
+    weight (voxel fraction), from SimpleITK's label statistics in one multi-threaded pass.
+
+    A class with no voxels gets the image's mean and standard deviation and weight 1e-6; a
+    floor of 1e-3 of the image's standard deviation keeps a near-constant class (zero-padded
+    air) from collapsing.
+    """
+    total = sitk.StatisticsImageFilter()
+    total.Execute(image)
+    n = int(np.prod(image.GetSize()))
+    global_std = float(np.sqrt(total.GetVariance() * (n - 1) / n)) or 1.0
+    stats = sitk.LabelStatisticsImageFilter()
+    stats.SetUseHistograms(False)  # no medians: a third of the time
+    stats.Execute(image, labels)
+    means, stds, weights = [], [], []
+    for k in range(n_classes):
+        count = int(stats.GetCount(k)) if stats.HasLabel(k) else 0
+        if count == 0:
+            means.append(float(total.GetMean()))
+            stds.append(global_std)
+            weights.append(1e-6)
+            continue
+        means.append(float(stats.GetMean(k)))
+        variance = float(stats.GetVariance(k)) * (count - 1) / count if count > 1 else 0.0
+        stds.append(max(float(np.sqrt(max(variance, 0.0))), 1e-3 * global_std))
+        weights.append(count / n)
+    return {"mean": means, "std": stds, "weight": weights}
+
+
+def otsu_segmentation(
+    image: sitk.Image, *, n_classes: int = 2, bins: int = 128, smoothing_mm: float = 0.0, keep_probabilities: bool = True
+) -> MethodOutput:
     """Segment a 3D volume into ``n_classes`` intensity classes by (multi-)Otsu thresholding.
 
     Parameters
@@ -87,34 +106,70 @@ def otsu_segmentation(image: sitk.Image, *, n_classes: int = 2, bins: int = 128,
         Histogram bins for Otsu (as SimpleITK).
     smoothing_mm : float, default 0
         Gaussian smoothing sigma in mm before thresholding (0 = none); reduces speckle.
+    keep_probabilities : bool, default True
+        Return the (Z, Y, X, K) posteriors; without them only the uncertainty is kept (a
+        full-size CT's three-class posteriors are 1.3 GB).
 
     Returns
     -------
-    MethodOutput with labels (UInt8), probabilities (K components) and classes "Otsu class k".
+    MethodOutput with labels (UInt8), probabilities (K components, or None), uncertainty
+    (normalised entropy of the posteriors) and classes "Otsu class k".
+
+    Notes
+    -----
+    Labels, posteriors and entropy are computed slab by slab on every CPU
+    (:mod:`MedSegAILib.core.slabs`): the memory beside the input is the labels (1 byte a
+    voxel), the uncertainty (4) and, when kept, the posteriors (4 K).
 
     Examples
     --------
     >>> out = otsu_segmentation(sitk.ReadImage("hippocampus_001.nii.gz"), n_classes=3)
     """
     n = int(np.prod(image.GetSize()))
-    # float32 copy, float64 values, labels, and the mixture posterior's (N, K) float64 temporaries.
-    require_memory(n * (4 + 8 + 1 + 3 * 8 * n_classes + 4 * n_classes), f"Otsu with {n_classes} classes on {n:,} voxels")
-    work = sitk.Cast(image, sitk.sitkFloat32)
+    cast = image.GetPixelID() != sitk.sitkFloat32 or smoothing_mm > 0
+    require_memory(
+        n * (4 * cast + 1 + 4 + 4 * n_classes * keep_probabilities) + 64 * SLAB_VOXELS * n_classes,
+        f"Otsu with {n_classes} classes on {n:,} voxels",
+    )
+    work = sitk.Cast(image, sitk.sitkFloat32) if image.GetPixelID() != sitk.sitkFloat32 else image
     if smoothing_mm > 0:
         work = sitk.SmoothingRecursiveGaussian(work, float(smoothing_mm))
     thresholds = otsu_thresholds(work, n_classes, bins)
-    arr = sitk.GetArrayViewFromImage(work)
-    labels = np.digitize(arr, np.asarray(thresholds), right=True).astype(np.uint8)
-    post, fit = gaussian_mixture_posterior(arr.ravel().astype(np.float64), labels.ravel(), n_classes)
-    prob_img = probabilities_image(post.reshape(arr.shape + (n_classes,)), image)
+    arr = sitk.GetArrayViewFromImage(work)  # ``work`` outlives every use of the view
+    plane = arr.shape[1] * arr.shape[2]
+    cuts = [np.float64(t) for t in thresholds]
+    labels = np.empty(arr.shape, dtype=np.uint8)
+
+    def label_slab(z0, z1):
+        # Class = the number of thresholds below the value (np.digitize(..., right=True)).
+        out = labels[z0:z1]
+        out.fill(0)
+        for t in cuts:
+            out += arr[z0:z1] > t
+
+    for_each_slab(arr.shape[0], plane, label_slab)
     label_img = sitk.GetImageFromArray(labels)
     label_img.CopyInformation(image)
+    labels = None  # the image holds its own copy
+    fit = fit_mixture(work, label_img, n_classes)
+    uncertainty = np.empty(arr.shape, dtype=np.float32)
+    prob = np.empty(arr.shape + (n_classes,), dtype=np.float32) if keep_probabilities else None
+
+    def posterior_slab(z0, z1):
+        p = mixture_posterior(arr[z0:z1].reshape(-1), fit)
+        uncertainty[z0:z1] = normalized_entropy(p).reshape(arr[z0:z1].shape)
+        if prob is not None:
+            prob[z0:z1] = p.reshape(arr[z0:z1].shape + (n_classes,))
+
+    for_each_slab(arr.shape[0], plane, posterior_slab)
+    unc_img = uncertainty_image(uncertainty, image)
+    uncertainty = None
     tissue = Terminology(category=TISSUE, type=TISSUE)
     return MethodOutput(
         labels=label_img,
         classes=generic_classes(range(1, n_classes), prefix="Otsu class", terminology=tissue),
-        probabilities=prob_img,
-        uncertainty=entropy_image(prob_img),
+        probabilities=None if prob is None else probabilities_image(prob, image),
+        uncertainty=unc_img,
         parameters={"n_classes": n_classes, "bins": bins, "smoothing_mm": smoothing_mm},
         extra={"thresholds": thresholds, "mixture": fit},
     )
@@ -123,6 +178,6 @@ def otsu_segmentation(image: sitk.Image, *, n_classes: int = 2, bins: int = 128,
 def run(request: MethodRequest) -> MethodOutput:
     """Registry adapter: Otsu on channel 0."""
     request.progress.update(0.1, "Otsu thresholds")
-    out = otsu_segmentation(request.channels[0], **request.params)
+    out = otsu_segmentation(request.channels[0], keep_probabilities=request.keep_probabilities, **request.params)
     request.progress.update(1.0, "Otsu done")
     return out
