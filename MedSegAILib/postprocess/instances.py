@@ -162,14 +162,13 @@ def label_instances(
         np.take(id_of_label, arr[z0:z1], out=instances[z0:z1])
 
     for_each_slab(arr.shape[0], arr.shape[1] * arr.shape[2], lookup)
-    del arr
     for (x0, y0, z0, sx, sy, sz), cc, offset in pieces:
         sel = cc > 0
         instances[z0 : z0 + sz, y0 : y0 + sy, x0 : x0 + sx][sel] = (cc[sel] + offset).astype(dtype)
     del pieces
     inst_img = sitk.GetImageFromArray(instances)
     inst_img.CopyInformation(labels)
-    del instances
+    instances = None  # the image holds its own copy
     table = instance_table(inst_img, class_of_id, known, uncertainty, stuff_labels=stuff)
     return inst_img, table, sorted(all_classes, key=lambda c: c.label)
 

@@ -23,10 +23,24 @@ def normalized_entropy(prob: np.ndarray, axis: int = -1, eps: float = 1e-12) -> 
     return (h / np.log(k)).astype(np.float32)
 
 
+def entropy_by_slab(prob: np.ndarray) -> np.ndarray:
+    """:func:`normalized_entropy` of a (z, y, x, K) array along its last axis, slab by slab
+    on every CPU (the temporaries are a slab's, not the volume's); (z, y, x) float32."""
+    from ..core.slabs import for_each_slab
+
+    out = np.empty(prob.shape[:-1], dtype=np.float32)
+
+    def slab(z0, z1):
+        out[z0:z1] = normalized_entropy(prob[z0:z1], axis=-1)
+
+    for_each_slab(prob.shape[0], int(np.prod(prob.shape[1:])), slab)
+    return out
+
+
 def entropy_image(probabilities: sitk.Image) -> sitk.Image:
     """Normalised entropy (Float32, [0, 1]) of a vector image of class posteriors, same grid."""
     arr = sitk.GetArrayViewFromImage(probabilities)  # (z, y, x, K)
-    out = sitk.GetImageFromArray(normalized_entropy(arr, axis=-1))
+    out = sitk.GetImageFromArray(entropy_by_slab(arr))
     out.CopyInformation(probabilities)
     return out
 

@@ -29,6 +29,7 @@ def contrast_crf_segmentation(
     mf_iterations: int = 10,
     max_memory_gb: float = 0.0,
     progress=None,
+    keep_probabilities: bool = True,
 ) -> MethodOutput:
     """Segment into ``n_classes`` Gaussian intensity classes with a contrast-sensitive CRF.
 
@@ -42,7 +43,7 @@ def contrast_crf_segmentation(
     sigma : float, default 0
         Contrast scale in intensity units; 0 = RMS of 6-neighbour differences of the image.
     solver, prior_bias, bins, em_iterations, mode, coarse_voxels, band_width, mf_iterations,
-    max_memory_gb, progress
+    max_memory_gb, progress, keep_probabilities
         As :func:`~.mrf.potts_mrf_segmentation`.
 
     Returns
@@ -69,10 +70,12 @@ def contrast_crf_segmentation(
         image, n_classes=n_classes, weight=lam, sigma=sigma, solver=solver, prior_bias=prior_bias, bins=bins,
         em_iterations=em_iterations, mode=mode, coarse_voxels=coarse_voxels, band_width=band_width,
         mf_iterations=mf_iterations, max_memory_gb=max_memory_gb, progress=progress, prefix="CRF class",
-        params=params,
+        params=params, keep_probabilities=keep_probabilities,
     )
 
 
 def run(request: MethodRequest) -> MethodOutput:
     """Registry adapter: contrast-sensitive CRF on channel 0."""
-    return contrast_crf_segmentation(request.channels[0], progress=request.progress, **request.params)
+    return contrast_crf_segmentation(
+        request.channels[0], progress=request.progress, keep_probabilities=request.keep_probabilities, **request.params
+    )

@@ -18,7 +18,7 @@ from scipy import ndimage
 from ...core.classes import ClassInfo, distinct_colors
 from ...core.errors import InputError
 from ...core.result import MethodOutput
-from ...uncertainty.entropy import entropy_image, probabilities_image
+from ...uncertainty.entropy import entropy_by_slab, probabilities_image, uncertainty_image
 from ..registry import MethodRequest
 from .banded import MODES, check_full_solve_fits, solve_potts_grid
 from .energy import contrast_sigma, import_maxflow
@@ -225,6 +225,7 @@ def seeded_graph_cut(
     max_memory_gb: float = 0.0,
     progress=None,
     cache=None,
+    keep_probabilities: bool = True,
 ) -> MethodOutput:
     """Segment objects marked by seeds: contrast-sensitive Potts energy, cut in 3D.
 
@@ -258,13 +259,17 @@ def seeded_graph_cut(
     coarse_voxels, band_width, mf_iterations, max_memory_gb
         See :func:`~.banded.solve_potts_grid`.
     progress : Progress or None
+    cache : dict or None
+        Kept by an interactive session between updates (contrast sigma, geodesic graph).
+    keep_probabilities : bool, default True
+        Return the marginals as well as their entropy.
 
     Returns
     -------
     MethodOutput
         labels (UInt8): 0 background, 1..K-1 the object seed values in ascending order;
-        probabilities: mean-field marginals (component 0 = background); uncertainty: their
-        normalised entropy.
+        probabilities: mean-field marginals (component 0 = background), or None; uncertainty:
+        their normalised entropy.
 
     Notes
     -----
@@ -334,8 +339,9 @@ def seeded_graph_cut(
     label_img.CopyInformation(image)
     prob_img = unc = None
     if marg is not None:
-        prob_img = probabilities_image(marg, image)
-        unc = entropy_image(prob_img)
+        unc = uncertainty_image(entropy_by_slab(marg), image)
+        prob_img = probabilities_image(marg, image) if keep_probabilities else None
+        marg = None
     colors = distinct_colors(len(objects))
     classes = [ClassInfo(i + 1, f"Seed label {v}", colors[i]) for i, v in enumerate(objects)]
     params: Dict = dict(
@@ -356,4 +362,7 @@ def seeded_graph_cut(
 
 def run(request: MethodRequest) -> MethodOutput:
     """Registry adapter: seeded graph cut of channel 0 with ``request.seeds``."""
-    return seeded_graph_cut(request.channels[0], request.seeds, progress=request.progress, cache=request.cache, **request.params)
+    return seeded_graph_cut(
+        request.channels[0], request.seeds, progress=request.progress, cache=request.cache,
+        keep_probabilities=request.keep_probabilities, **request.params,
+    )

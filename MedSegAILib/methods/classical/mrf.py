@@ -18,7 +18,7 @@ import SimpleITK as sitk
 from ...core.classes import TISSUE, Terminology, generic_classes
 from ...core.errors import InputError
 from ...core.result import MethodOutput
-from ...uncertainty.entropy import entropy_image, probabilities_image
+from ...uncertainty.entropy import entropy_by_slab, probabilities_image, uncertainty_image
 from ..registry import MethodRequest
 from .banded import MODES, check_full_solve_fits, solve_potts_grid
 from .energy import contrast_sigma, import_maxflow
@@ -104,7 +104,7 @@ def parse_bias(prior_bias, n_classes: int) -> Optional[Tuple[float, ...]]:
 def _segment(
     image: sitk.Image, *, n_classes: int, weight: float, sigma: Optional[float], solver: str, prior_bias, bins: int,
     em_iterations: int, mode: str, coarse_voxels: int, band_width: int, mf_iterations: int, max_memory_gb: float,
-    progress, prefix: str, params: dict,
+    progress, prefix: str, params: dict, keep_probabilities: bool = True,
 ) -> MethodOutput:
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError("the MRF/CRF methods need a 3D scalar image")
@@ -138,8 +138,9 @@ def _segment(
     label_img.CopyInformation(image)
     prob_img = unc = None
     if marg is not None:
-        prob_img = probabilities_image(marg, image)
-        unc = entropy_image(prob_img)
+        unc = uncertainty_image(entropy_by_slab(marg), image)
+        prob_img = probabilities_image(marg, image) if keep_probabilities else None
+        marg = None
     tissue = Terminology(category=TISSUE, type=TISSUE)
     extra = {"otsu_thresholds": thresholds, "mixture": fit, "solve": info}
     if sig is not None:
@@ -169,6 +170,7 @@ def potts_mrf_segmentation(
     mf_iterations: int = 10,
     max_memory_gb: float = 0.0,
     progress=None,
+    keep_probabilities: bool = True,
 ) -> MethodOutput:
     """Segment a 3D volume into ``n_classes`` Gaussian intensity classes under a Potts prior.
 
@@ -195,11 +197,13 @@ def potts_mrf_segmentation(
     coarse_voxels, band_width, mf_iterations, max_memory_gb
         See :func:`~.banded.solve_potts_grid`.
     progress : Progress or None
+    keep_probabilities : bool, default True
+        Return the marginals as well as their entropy (K float32 values a voxel).
 
     Returns
     -------
     MethodOutput
-        labels (UInt8, 0..K-1), probabilities (mean-field marginals, K components),
+        labels (UInt8, 0..K-1), probabilities (mean-field marginals, K components, or None),
         uncertainty (their normalised entropy), extra: thresholds, fitted mixture, solve info.
 
     Notes
@@ -220,10 +224,12 @@ def potts_mrf_segmentation(
         image, n_classes=n_classes, weight=beta, sigma=None, solver=solver, prior_bias=prior_bias, bins=bins,
         em_iterations=em_iterations, mode=mode, coarse_voxels=coarse_voxels, band_width=band_width,
         mf_iterations=mf_iterations, max_memory_gb=max_memory_gb, progress=progress, prefix="MRF class",
-        params=params,
+        params=params, keep_probabilities=keep_probabilities,
     )
 
 
 def run(request: MethodRequest) -> MethodOutput:
     """Registry adapter: Potts MRF on channel 0."""
-    return potts_mrf_segmentation(request.channels[0], progress=request.progress, **request.params)
+    return potts_mrf_segmentation(
+        request.channels[0], progress=request.progress, keep_probabilities=request.keep_probabilities, **request.params
+    )

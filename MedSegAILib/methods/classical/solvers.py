@@ -185,12 +185,15 @@ def mean_field_marginals(problem: PottsProblem, *, iterations: int = 10, damping
     u = problem.unary.astype(np.float32)
     q = softmax(-u.copy())
     w = problem.w.astype(np.float32)
+    # sum_j w_ij over all labels: the last label's support is this less the others'.
+    total = (np.bincount(problem.ei, weights=w, minlength=n) + np.bincount(problem.ej, weights=w, minlength=n)).astype(np.float32)
     for _ in range(iterations):
         support = np.empty((n, k), dtype=np.float32)
-        for label in range(k):
+        for label in range(k - 1):
             support[:, label] = np.bincount(problem.ei, weights=w * q[problem.ej, label], minlength=n) + np.bincount(
                 problem.ej, weights=w * q[problem.ei, label], minlength=n
             )
+        support[:, k - 1] = total - support[:, : k - 1].sum(axis=1)
         new = softmax(support - u)
         q = damping * q + (1.0 - damping) * new
     q /= q.sum(axis=1, keepdims=True)
