@@ -105,6 +105,28 @@ def read_seeds(path, reference: sitk.Image) -> sitk.Image:
     return seeds
 
 
+def _memory_notes(method: str, params: Dict[str, Any], channels: Sequence[sitk.Image], keep_probabilities: bool) -> list:
+    """Refuse (ResourceError) a run whose estimated peak exceeds what the process may use;
+    otherwise the note to show first when it needs more than a few times its input."""
+    from .core.memory import require_memory
+    from .methods.memory_estimate import NOTE_ABOVE_INPUT, estimate_run_bytes
+
+    n = int(np.prod(channels[0].GetSize()))
+    need = estimate_run_bytes(method, params, n, len(channels), keep_probabilities=keep_probabilities)
+    if need is None:
+        return []
+    if params.get("mode") == "full":
+        require_memory(need, f"{method} on {n:,} voxels", "use mode=banded (coarse-to-fine), crop the volume or use a machine with more memory")
+    require_memory(need, f"{method} on {n:,} voxels")
+    input_bytes = 4 * n * len(channels)
+    if need <= NOTE_ABOVE_INPUT * input_bytes:
+        return []
+    return [
+        f"{method} on {n:,} voxels may need about {need / 2**30:.1f} GiB of memory, "
+        f"{need / input_bytes:.0f}x the input's {input_bytes / 2**30:.2f} GiB"
+    ]
+
+
 def segment(
     channels: Sequence[sitk.Image],
     method: str = "otsu",
@@ -188,6 +210,9 @@ def segment(
         keep_probabilities=keep_probabilities,
     )
     stages = [] if stages is None else stages
+    notes = _memory_notes(spec.name, request.params, checked, keep_probabilities)
+    for note in notes:
+        prog.update(0.0, f"note: {note}")
     prog.update(0.0, f"running {method}")
     with timed(stages, f"method ({method})"):
         out = spec.load()(request)
@@ -226,7 +251,7 @@ def segment(
         created_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         library_versions=_library_versions(),
         postprocessing=options.to_dict(),
-        extra={**(out.extra or {}), **_dicom_record(input_files)},
+        extra={**(out.extra or {}), **_dicom_record(input_files), **({"warnings": notes + list((out.extra or {}).get("warnings", []))} if notes else {})},
         stages=stages,
     )
     prog.update(1.0, "done")

@@ -14,7 +14,7 @@ voxel at full resolution.
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -87,6 +87,32 @@ def label_boundary(labels: np.ndarray) -> np.ndarray:
     return b
 
 
+#: The largest band solved as one graph. A larger band (a full-size CT's is 9 to 17 million
+#: voxels) is solved in slabs of whole slices holding at most this many band voxels, one after
+#: the other, each with the slices beside it held at their current labels; memory then stays
+#: at one slab's graph (about 0.8 GB) instead of growing with the volume, at the cost of the
+#: labels at the slab seams being solved with their neighbours fixed (block coordinate descent).
+MAX_BAND_NODES = 2_500_000
+
+
+def band_slabs(band: np.ndarray, max_nodes: int = MAX_BAND_NODES) -> List[Tuple[int, int]]:
+    """[(z0, z1), ...]: consecutive slices, together covering every slice with band voxels,
+    each slab holding at most ``max_nodes`` of them (or one slice, if a slice holds more)."""
+    per_slice = band.reshape(band.shape[0], -1).sum(axis=1)
+    slabs, start, count = [], None, 0
+    for z, n in enumerate(per_slice):
+        if start is not None and count + n > max_nodes:
+            slabs.append((start, z))
+            start, count = None, 0
+        if n and start is None:
+            start = z
+        if start is not None:
+            count += int(n)
+    if start is not None:
+        slabs.append((start, band.shape[0]))
+    return slabs
+
+
 def check_full_solve_fits(n_voxels: int, n_labels: int, *, mode: str, solver: str, max_memory_gb: float, full_max_voxels: int = 2_000_000) -> None:
     """Before any work: refuse (ResourceError) a whole-volume solve that would not fit, counting
     the full-resolution arrays held beside the graph (unary and spatial costs, marginals: about
@@ -127,6 +153,7 @@ def solve_potts_grid(
     max_memory_gb: float = 0.0,
     spatial_unary: Optional[Callable] = None,
     progress=None,
+    max_band_nodes: int = MAX_BAND_NODES,
 ) -> Tuple[np.ndarray, Optional[np.ndarray], Dict]:
     """MAP labels and mean-field marginals of a Potts energy over a 3D grid.
 
@@ -156,6 +183,8 @@ def solve_potts_grid(
         Extra unary costs that depend on position (e.g. geodesic distances to seeds); computed
         once on the coarse grid in banded mode and looked up from it for band voxels.
     progress : Progress or None
+    max_band_nodes : int
+        A band with more voxels is solved in slabs (:func:`band_slabs`).
 
     Returns
     -------
@@ -239,15 +268,36 @@ def solve_potts_grid(
         "band_fraction": round(n_band / arr.size, 4),
     }
     if n_band:
-        held = arr.size * (k * 4 + 2 + 8)  # full-res labels, marginals, node map
-        lab, q, nodes, energy = _solve_level(
-            arr, spacing_zyx, with_spatial(cextra, f, carr.shape), k, seeds=seeds, band=band, fixed=labels, extra_bytes=held,
-            progress=lambda x, m: report(0.45 + 0.5 * x, "band: " + m), **common,
-        )
-        labels.reshape(-1)[nodes] = lab
-        if marg is not None and q is not None:
-            marg.reshape(-1, k)[nodes] = q
-        info["band_energy"] = energy
+        held = arr.size * (k * 4 + 2 + 1)  # full-res labels, marginals, band
+        slabs = band_slabs(band, max_band_nodes)
+        info["band_slabs"] = len(slabs)
+        energy = 0.0
+        plane = shape[1] * shape[2]
+        band_fn = with_spatial(cextra, f, carr.shape)
+        for i, (z0, z1) in enumerate(slabs):
+            # The slab and one slice either side, whose labels are held fixed.
+            lo, hi = max(z0 - 1, 0), min(z1 + 1, shape[0])
+            sub_band = band[lo:hi].copy()
+            sub_band[: z0 - lo] = False
+            sub_band[z1 - lo :] = False
+
+            def slab_fn(values, index, offset=lo * plane):
+                return band_fn(values, index + offset)
+
+            def slab_report(x, m, i=i):
+                report(0.45 + 0.5 * (i + x) / len(slabs), f"band{f' {i + 1}/{len(slabs)}' if len(slabs) > 1 else ''}: {m}")
+
+            lab, q, nodes, part = _solve_level(
+                arr[lo:hi], spacing_zyx, slab_fn, k, seeds=None if seeds is None else seeds[lo:hi], band=sub_band,
+                fixed=labels[lo:hi], extra_bytes=held, progress=slab_report, **common,
+            )
+            labels[lo:hi].reshape(-1)[nodes] = lab  # a C-contiguous slab: reshape is a view
+            if marg is not None and q is not None:
+                marg[lo:hi].reshape(-1, k)[nodes] = q
+            energy += part
+        # With several slabs, each counts its edges to the fixed slices beside it as unaries:
+        # the sum is not the band's energy, so it is kept under another name.
+        info["band_energy" if len(slabs) == 1 else "band_energy_sum_of_slabs"] = energy
     info["seconds"] = round(time.perf_counter() - t0, 3)
     report(1.0, "solved")
     return labels, marg, info

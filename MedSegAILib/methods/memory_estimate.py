@@ -1,0 +1,67 @@
+"""What a run will hold at its peak, estimated before it starts from the voxel count.
+
+:func:`estimate_run_bytes` is checked against the memory the process may still use (cgroup,
+``ulimit -v``, MemAvailable: :mod:`MedSegAILib.core.memory`) before any work, and a run that
+needs more than :data:`NOTE_ABOVE_INPUT` times its input says so first. The figures are bytes
+per voxel of what each stage keeps at full resolution, checked against the peaks measured on a
+109-million-voxel CT (docs/benchmarks/full_size.md).
+
+The coarse-to-fine solvers (mrf, crf, graphcut in ``mode=auto`` above 2 million voxels, or
+``banded``) solve a band around the coarse boundaries whose size is known only after the coarse
+solve: :data:`BAND_FRACTION` is the share assumed here (8 to 16 % was measured on the noisy
+full-size CT); the band's own check (:func:`~.classical.energy.check_memory`) then holds the
+real figure against the limit before the band is solved.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+#: Bytes a voxel that the pipeline holds after the method, beside the input: the UInt16
+#: labels, the float32 uncertainty and the instance map (up to UInt32). The peak of a run is
+#: the input plus the larger of this and the method's own figure.
+PIPELINE_BYTES_PER_VOXEL = 2 + 4 + 4
+
+#: A run that needs more than this many times its input's float32 size says so before it starts.
+NOTE_ABOVE_INPUT = 4.0
+
+#: Share of the voxels the band of a coarse-to-fine solve is assumed to hold.
+BAND_FRACTION = 0.2
+
+#: Bytes a graph-cut node costs while it is solved: PyMaxflow's graph (56 a node, 80 an edge,
+#: three edges a node) and the unary, edge and marginal arrays beside it (energy.estimate_memory_bytes).
+_GRAPH_NODE_BYTES = 56 + 3 * 80
+_PROBLEM_NODE_BYTES = 24 + 3 * 40
+
+
+def _solver_bytes_per_voxel(params: Dict[str, Any], n_voxels: int, k: int) -> float:
+    mode = str(params.get("mode", "auto"))
+    banded = mode == "banded" or (mode == "auto" and n_voxels > 2_000_000)
+    share = BAND_FRACTION if banded else 1.0
+    graph = _GRAPH_NODE_BYTES if params.get("solver", "graphcut") == "graphcut" else 0
+    # Full resolution: labels, the node map, the upsampled marginals and their entropy.
+    full = 1 + 4 + 4 * k + 4
+    return full + share * (graph + _PROBLEM_NODE_BYTES + 4 * 4 * k)
+
+
+def method_bytes_per_voxel(method: str, params: Dict[str, Any], n_voxels: int, *, keep_probabilities: bool = False) -> Optional[float]:
+    """Bytes a voxel that ``method`` holds beside the pipeline, or None for the methods that
+    check their own needs as they go (atlas registration, deep inference by windows)."""
+    k = int(params.get("n_classes", 2))
+    if method == "otsu":
+        # labels (and their image), uncertainty (and its image), posteriors on request.
+        return 2 + 8 + (8 * k if keep_probabilities else 0)
+    if method in ("mrf", "crf"):
+        return _solver_bytes_per_voxel(params, n_voxels, k) + 4  # the float32 working copy
+    if method == "graphcut":
+        return _solver_bytes_per_voxel(params, n_voxels, 3) + 4
+    return None
+
+
+def estimate_run_bytes(method: str, params: Dict[str, Any], n_voxels: int, n_channels: int = 1, *, keep_probabilities: bool = False) -> Optional[int]:
+    """Peak bytes of a whole run (pipeline and method) on ``n_voxels`` voxels, or None when the
+    method checks its own needs."""
+    per_voxel = method_bytes_per_voxel(method, params, n_voxels, keep_probabilities=keep_probabilities)
+    if per_voxel is None:
+        return None
+    return int(n_voxels * (4 * n_channels + max(PIPELINE_BYTES_PER_VOXEL, per_voxel)))
