@@ -214,4 +214,4 @@ def test_a_band_solved_in_slabs_agrees_with_one_graph(shared_data):
     band = np.zeros((6, 2, 2), bool)
     band[[0, 1, 4]] = True
     assert band_slabs(band, 8) == [(0, 4), (4, 6)]
-    assert band_slabs(band, 3) == [(0, 1), (1, 2), (4, 6)]
+    assert band_slabs(band, 3) == [(0, 1), (1, 2), (4, 5)]
