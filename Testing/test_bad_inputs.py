@@ -239,7 +239,7 @@ def test_rgb_seeds_are_refused(tmp_path):
         ("mrf", "em_iterations=nan", "expects a int"),
         ("mrf", "coarse_voxels=-5", "'coarse_voxels' of 'mrf' must be between"),
         ("mrf", "max_memory_gb=nan", "'max_memory_gb' of 'mrf' must be between"),
-        ("mrf", "band_width=-1", "'band_width' of 'mrf' must be between"),
+        ("mrf", "band_width=-2", "'band_width' of 'mrf' must be between"),
         ("atlas", "local_sigma_mm=nan", "'local_sigma_mm' of 'atlas' must be between"),
         ("atlas", "demons_sigma=-1", "'demons_sigma' of 'atlas' must be between"),
         ("deep", "mc_samples=-2", "'mc_samples' of 'deep' must be between"),

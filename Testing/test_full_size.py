@@ -197,7 +197,7 @@ def test_a_band_solved_in_slabs_agrees_with_one_graph(shared_data):
     image = sitk.ReadImage(str(shared_data / "ct" / "example_ct.nii.gz"), sitk.sitkFloat32)
     arr = sitk.GetArrayFromImage(image)
     fit = gaussian_em(arr.reshape(-1), 3, otsu_thresholds(image, 3, 128), iterations=5)
-    common = dict(weight=1.0, mode="banded", coarse_voxels=100_000, mf_iterations=3)
+    common = dict(weight=1.0, mode="banded", coarse_voxels=100_000, mf_iterations=3, band_width=1)
     one, q_one, info_one = solve_potts_grid(arr, (3.0, 3.0, 3.0), gaussian_unary(fit), 3, **common)
     many, q_many, info_many = solve_potts_grid(arr, (3.0, 3.0, 3.0), gaussian_unary(fit), 3, max_band_nodes=60_000, **common)
     assert info_one["band_slabs"] == 1 and info_many["band_slabs"] >= 4
@@ -210,6 +210,11 @@ def test_a_band_solved_in_slabs_agrees_with_one_graph(shared_data):
     e_one, e_many = potts_energy(problem, one), potts_energy(problem, many)
     assert e_many <= e_one * 1.005, (e_one, e_many)
     np.testing.assert_allclose(q_many.sum(axis=-1), 1.0, atol=1e-4)
+    # The automatic width keeps the boundary voxels only once the band exceeds one slab.
+    auto = {**common, "band_width": -1}
+    assert solve_potts_grid(arr, (3.0, 3.0, 3.0), gaussian_unary(fit), 3, **auto)[2]["band_width"] == 1
+    narrow = solve_potts_grid(arr, (3.0, 3.0, 3.0), gaussian_unary(fit), 3, max_band_nodes=60_000, **auto)[2]
+    assert narrow["band_width"] == 0 and narrow["solved_voxels"] < info_one["solved_voxels"]
     # Slabs are consecutive, within the limit unless a single slice holds more.
     band = np.zeros((6, 2, 2), bool)
     band[[0, 1, 4]] = True

@@ -24,6 +24,9 @@ from .solvers import mean_field_marginals, minimise
 
 MODES = ("auto", "full", "banded")
 
+#: The band half-width (coarse voxels) of ``band_width=-1`` while the band fits one slab.
+AUTO_BAND_WIDTH = 1
+
 
 def coarse_factors(shape: Sequence[int], spacing_zyx: Sequence[float], target_voxels: int) -> Tuple[int, int, int]:
     """Integer reduction factor per axis (z, y, x) giving at most ``target_voxels`` voxels,
@@ -148,7 +151,7 @@ def solve_potts_grid(
     mode: str = "auto",
     full_max_voxels: int = 2_000_000,
     coarse_voxels: int = 1_000_000,
-    band_width: int = 1,
+    band_width: int = -1,
     mf_iterations: int = 10,
     max_memory_gb: float = 0.0,
     spatial_unary: Optional[Callable] = None,
@@ -174,7 +177,9 @@ def solve_potts_grid(
     coarse_voxels : int
         Size of the coarse problem in banded mode.
     band_width : int
-        Band half-width in coarse voxels around coarse boundaries.
+        Band half-width in coarse voxels around coarse boundaries; -1 (automatic) is 1, or 0
+        when the band would hold more than ``max_band_nodes`` voxels (a full-size CT: it
+        halves the time there, for the same Dice, docs/benchmarks/full_size.md).
     mf_iterations : int
         Mean-field iterations for the marginals (0 = no marginals).
     max_memory_gb : float
@@ -247,8 +252,13 @@ def solve_potts_grid(
     clab = clab.reshape(carr.shape)
     report(0.4, "band around the coarse boundary")
     band_c = label_boundary(clab)
-    if band_width > 0 and band_c.any():
-        band_c = ndimage.binary_dilation(band_c, ndimage.generate_binary_structure(3, 1), iterations=band_width)
+    width = AUTO_BAND_WIDTH if band_width < 0 else band_width
+    if width > 0 and band_c.any():
+        wide = ndimage.binary_dilation(band_c, ndimage.generate_binary_structure(3, 1), iterations=width)
+        if band_width < 0 and int(wide.sum()) * int(np.prod(f)) > max_band_nodes:
+            width = 0  # automatic: a band larger than one slab keeps the boundary voxels only
+        else:
+            band_c = wide
     labels = upsample(clab, f, shape).astype(np.uint8)
     band = upsample(band_c, f, shape)
     if seeds is not None:
@@ -266,6 +276,7 @@ def solve_potts_grid(
         "coarse_energy": cenergy,
         "solved_voxels": n_band,
         "band_fraction": round(n_band / arr.size, 4),
+        "band_width": width,
     }
     if n_band:
         held = arr.size * (k * 4 + 2 + 1)  # full-res labels, marginals, band

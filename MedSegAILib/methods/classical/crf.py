@@ -25,7 +25,7 @@ def contrast_crf_segmentation(
     em_iterations: int = 5,
     mode: str = "auto",
     coarse_voxels: int = 1_000_000,
-    band_width: int = 1,
+    band_width: int = -1,
     mf_iterations: int = 10,
     max_memory_gb: float = 0.0,
     progress=None,

@@ -220,7 +220,7 @@ def seeded_graph_cut(
     solver: str = "graphcut",
     mode: str = "auto",
     coarse_voxels: int = 1_000_000,
-    band_width: int = 1,
+    band_width: int = -1,
     mf_iterations: int = 10,
     max_memory_gb: float = 0.0,
     progress=None,

@@ -37,7 +37,7 @@ _EM_ITERATIONS = ParameterInfo(
     maximum=200,
 )
 
-_SOLVE_DEFAULTS = {"mode": "auto", "coarse_voxels": 1_000_000, "band_width": 1, "mf_iterations": 10, "max_memory_gb": 0.0}
+_SOLVE_DEFAULTS = {"mode": "auto", "coarse_voxels": 1_000_000, "band_width": -1, "mf_iterations": 10, "max_memory_gb": 0.0}
 
 _SOLVE_PARAMETERS = {
     "mode": ParameterInfo(
@@ -58,9 +58,10 @@ _SOLVE_PARAMETERS = {
     "band_width": ParameterInfo(
         "Band width",
         "Half-width of the band around the coarse boundaries that is re-solved at full resolution in banded mode; "
-        "0 re-solves only the boundary voxels themselves, larger values fix more coarse errors but cost time.",
+        "0 re-solves only the boundary voxels themselves, larger values fix more coarse errors but cost time; "
+        "-1 chooses 1, or 0 when the band would exceed 2.5 million voxels (a full-size CT, where it halves the time).",
         unit="coarse voxels",
-        minimum=0,
+        minimum=-1,
         maximum=20,
     ),
     "mf_iterations": ParameterInfo(
