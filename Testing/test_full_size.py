@@ -220,3 +220,31 @@ def test_a_band_solved_in_slabs_agrees_with_one_graph(shared_data):
     band[[0, 1, 4]] = True
     assert band_slabs(band, 8) == [(0, 4), (4, 6)]
     assert band_slabs(band, 3) == [(0, 1), (1, 2), (4, 5)]
+
+
+def test_radiomics_of_a_very_large_instance_skips_texture_and_says_so(ct):
+    """A tissue class above the texture limit: first-order and axis features as for any
+    instance (axis lengths from plane-by-plane moments equal the coordinate-list ones), no
+    GLCM or mesh columns, and a warning naming it."""
+    from MedSegAILib.measure.radiomics import coordinate_covariance, shape_features
+
+    result = segment([ct[0]], "otsu", {"n_classes": 3})
+    big = max(result.instance_table, key=lambda r: r.voxel_count)
+    from MedSegAILib.measure.radiomics import add_instance_radiomics
+
+    add_instance_radiomics(result, ct[0], max_voxels_for_texture=big.voxel_count - 1)
+    assert "glcm_Contrast" not in big.measurements and "shape_MeshVolume" not in big.measurements
+    assert big.measurements["firstorder_Mean"] == pytest.approx(
+        float(sitk.GetArrayViewFromImage(ct[0])[sitk.GetArrayViewFromImage(result.instances) == big.instance_id].astype(np.float64).mean()), rel=1e-9
+    )
+    assert any(big.segment_name in w and "texture" in w for w in result.provenance.extra["warnings"])
+    smaller = [r for r in result.instance_table if r.voxel_count < big.voxel_count]
+    assert smaller and all("glcm_Contrast" in r.measurements for r in smaller)
+    # The moments gathered plane by plane are those of the voxel list.
+    mask = sitk.GetArrayViewFromImage(result.instances) == big.instance_id
+    spacing = (3.0, 3.0, 3.0)
+    coords = np.argwhere(mask) * np.asarray(spacing)
+    n, cov = coordinate_covariance(mask, spacing)
+    assert n == len(coords)
+    np.testing.assert_allclose(cov, np.cov(coords.T, bias=True), rtol=1e-9, atol=1e-9)
+    assert shape_features(mask, spacing, mesh=False)["MajorAxisLength"] == pytest.approx(4 * np.sqrt(np.linalg.eigvalsh(np.cov(coords.T, bias=True))[-1]), rel=1e-9)

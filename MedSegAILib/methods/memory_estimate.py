@@ -8,9 +8,10 @@ per voxel of what each stage keeps at full resolution, checked against the peaks
 
 The coarse-to-fine solvers (mrf, crf, graphcut in ``mode=auto`` above 2 million voxels, or
 ``banded``) solve a band around the coarse boundaries whose size is known only after the coarse
-solve: :data:`BAND_FRACTION` is the share assumed here (8 to 16 % was measured on the noisy
-full-size CT); the band's own check (:func:`~.classical.energy.check_memory`) then holds the
-real figure against the limit before the band is solved.
+solve: :data:`BAND_FRACTION` is the share assumed here (4 to 16 % was measured on the noisy
+full-size CT), up to the slab size (:data:`~.classical.banded.MAX_BAND_NODES`) beyond which the
+band is solved in slabs; each slab's own check (:func:`~.classical.energy.check_memory`) then
+holds the real figure against the limit before it is solved.
 """
 
 from __future__ import annotations
@@ -34,34 +35,38 @@ _GRAPH_NODE_BYTES = 56 + 3 * 80
 _PROBLEM_NODE_BYTES = 24 + 3 * 40
 
 
-def _solver_bytes_per_voxel(params: Dict[str, Any], n_voxels: int, k: int) -> float:
+def _solver_bytes(params: Dict[str, Any], n_voxels: int, k: int) -> float:
+    from .classical.banded import MAX_BAND_NODES
+
     mode = str(params.get("mode", "auto"))
     banded = mode == "banded" or (mode == "auto" and n_voxels > 2_000_000)
-    share = BAND_FRACTION if banded else 1.0
+    # A band is solved in slabs of at most MAX_BAND_NODES voxels: the graph's size is bounded.
+    nodes = min(BAND_FRACTION * n_voxels, MAX_BAND_NODES) if banded else n_voxels
     graph = _GRAPH_NODE_BYTES if params.get("solver", "graphcut") == "graphcut" else 0
-    # Full resolution: labels, the node map, the upsampled marginals and their entropy.
-    full = 1 + 4 + 4 * k + 4
-    return full + share * (graph + _PROBLEM_NODE_BYTES + 4 * 4 * k)
+    # Full resolution: the float32 working copy, labels, band, the upsampled marginals and
+    # their entropy (and its image).
+    full = 4 + 1 + 1 + 4 * k + 8
+    return n_voxels * full + nodes * (graph + _PROBLEM_NODE_BYTES + 4 * 4 * k)
 
 
-def method_bytes_per_voxel(method: str, params: Dict[str, Any], n_voxels: int, *, keep_probabilities: bool = False) -> Optional[float]:
-    """Bytes a voxel that ``method`` holds beside the pipeline, or None for the methods that
+def method_bytes(method: str, params: Dict[str, Any], n_voxels: int, *, keep_probabilities: bool = False) -> Optional[float]:
+    """Bytes that ``method`` holds beside the input at its peak, or None for the methods that
     check their own needs as they go (atlas registration, deep inference by windows)."""
     k = int(params.get("n_classes", 2))
     if method == "otsu":
         # labels (and their image), uncertainty (and its image), posteriors on request.
-        return 2 + 8 + (8 * k if keep_probabilities else 0)
+        return n_voxels * (2 + 8 + (8 * k if keep_probabilities else 0))
     if method in ("mrf", "crf"):
-        return _solver_bytes_per_voxel(params, n_voxels, k) + 4  # the float32 working copy
+        return _solver_bytes(params, n_voxels, k)
     if method == "graphcut":
-        return _solver_bytes_per_voxel(params, n_voxels, 3) + 4
+        return _solver_bytes(params, n_voxels, 3) + n_voxels * 2  # and the seed index
     return None
 
 
 def estimate_run_bytes(method: str, params: Dict[str, Any], n_voxels: int, n_channels: int = 1, *, keep_probabilities: bool = False) -> Optional[int]:
     """Peak bytes of a whole run (pipeline and method) on ``n_voxels`` voxels, or None when the
     method checks its own needs."""
-    per_voxel = method_bytes_per_voxel(method, params, n_voxels, keep_probabilities=keep_probabilities)
-    if per_voxel is None:
+    own = method_bytes(method, params, n_voxels, keep_probabilities=keep_probabilities)
+    if own is None:
         return None
-    return int(n_voxels * (4 * n_channels + max(PIPELINE_BYTES_PER_VOXEL, per_voxel)))
+    return int(4 * n_channels * n_voxels + max(PIPELINE_BYTES_PER_VOXEL * n_voxels, own))
