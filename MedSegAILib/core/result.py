@@ -127,11 +127,13 @@ class SegmentationResult:
     labels : sitk.Image
         Semantic labelmap (UInt16), 0 = background.
     instances : sitk.Image
-        Instance map (UInt32), 0 = background, 1..N = instance ids matching ``instances_table``.
+        Instance map (UInt8, UInt16 or UInt32: the smallest that holds N), 0 = background,
+        1..N = instance ids matching ``instances_table``.
     uncertainty : sitk.Image
-        Per-voxel uncertainty in [0, 1] (Float32).
+        Per-voxel uncertainty in [0, 1] (Float32, in steps of 2**-16).
     probabilities : sitk.Image or None
-        Class posteriors (vector Float32), when the method gives them.
+        Class posteriors (vector Float32), when the run was asked to keep them
+        (``segment(..., keep_probabilities=True)``).
     classes : list of ClassInfo
     instance_table : list of InstanceRecord
     provenance : Provenance
