@@ -18,7 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import __version__
-from .core.errors import InputError
+from .core.errors import InputError, ResourceError
 from .core.progress import CancelToken, Progress, ProgressCallback
 from .core.result import Provenance, SegmentationResult
 from .core.stages import timed
@@ -115,10 +115,17 @@ def _memory_notes(method: str, params: Dict[str, Any], channels: Sequence[sitk.I
     need = estimate_run_bytes(method, params, n, len(channels), keep_probabilities=keep_probabilities)
     if need is None:
         return []
-    if params.get("mode") == "full":
-        require_memory(need, f"{method} on {n:,} voxels", "use mode=banded (coarse-to-fine), crop the volume or use a machine with more memory")
-    require_memory(need, f"{method} on {n:,} voxels")
     input_bytes = 4 * n * len(channels)
+    # The input is in memory already: what is still to come is checked against what is left.
+    to_come = need - input_bytes
+    limit_gb = float(params.get("max_memory_gb") or 0.0)
+    if limit_gb > 0:  # the user's own limit replaces the available memory, as in the solvers
+        if to_come > limit_gb * 2**30:
+            raise ResourceError(f"{method} on {n:,} voxels would need about {to_come / 2**30:.1f} GiB of memory, more than max_memory_gb={limit_gb:g}")
+    elif params.get("mode") == "full":
+        require_memory(to_come, f"{method} on {n:,} voxels", "use mode=banded (coarse-to-fine), crop the volume or use a machine with more memory")
+    else:
+        require_memory(to_come, f"{method} on {n:,} voxels")
     if need <= NOTE_ABOVE_INPUT * input_bytes:
         return []
     return [

@@ -426,7 +426,7 @@ def _limited(args, limit_kb, tmp_path):
 @pytest.mark.parametrize(
     "args,limit_kb,fragment",
     [
-        (["--method", "otsu"], 900_000, "otsu on 27,000,000 voxels would need"),
+        (["--method", "otsu"], 900_000, "on 27,000,000 voxels would need"),
         (["--method", "graphcut", "--param", "mode=full", "--seeds", "SEEDS"], 2_500_000, "graphcut on 27,000,000 voxels would need"),
         (["--method", "mrf", "--param", "mode=full"], 2_500_000, "use mode=banded"),
         (["--method", "mrf"], 1_500_000, "mrf on 27,000,000 voxels would need"),

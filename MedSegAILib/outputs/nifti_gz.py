@@ -12,6 +12,7 @@ larger than at level 6.
 from __future__ import annotations
 
 import os
+import tempfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,11 +32,14 @@ def _gzip_member(data: bytes, level: int) -> bytes:
 
 def write_nifti_gz(image: sitk.Image, path, *, level: int = 1) -> Path:
     """Write ``image`` to ``path`` (``.nii.gz``); returns the path. The uncompressed copy lives
-    beside it for the duration of the call."""
+    in a temporary file beside it (it needs the image's size in free disk space) for the
+    duration of the call; a failure removes it and the partial ``path`` (OSError)."""
     path = Path(path)
-    raw = path.with_name(path.name[: -len(".gz")] if path.name.endswith(".gz") else path.name + ".nii")
-    sitk.WriteImage(image, str(raw), useCompression=False)
+    fd, raw_name = tempfile.mkstemp(prefix=".raw-", suffix=".nii", dir=path.parent)
+    os.close(fd)
+    raw = Path(raw_name)
     try:
+        sitk.WriteImage(image, str(raw), useCompression=False)
         workers = worker_count()
         with open(raw, "rb") as src, open(path, "wb") as dst, ThreadPoolExecutor(max_workers=workers) as pool:
             pending = []
@@ -43,11 +47,14 @@ def write_nifti_gz(image: sitk.Image, path, *, level: int = 1) -> Path:
                 chunk = src.read(MEMBER_BYTES)
                 if chunk:
                     pending.append(pool.submit(_gzip_member, chunk, level))
-                # Write in order, keeping at most two chunks per worker in memory.
-                while pending and (len(pending) >= 2 * workers or not chunk):
+                # Write in order, with at most one chunk per worker (and one more) in memory.
+                while pending and (len(pending) > workers or not chunk):
                     dst.write(pending.pop(0).result())
                 if not chunk:
                     break
+    except (OSError, RuntimeError, zlib.error) as exc:
+        path.unlink(missing_ok=True)
+        raise OSError(getattr(exc, "errno", None), f"writing '{path.name}' failed: {exc}") from exc
     finally:
-        os.unlink(raw)
+        raw.unlink(missing_ok=True)
     return path

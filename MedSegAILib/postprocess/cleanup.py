@@ -79,7 +79,8 @@ def present_labels(labels: sitk.Image) -> List[int]:
 
 
 def postprocess_labels(labels: sitk.Image, options: Optional[PostprocessOptions] = None) -> sitk.Image:
-    """Apply ``options`` to each object class of ``labels``; returns a new labelmap (same type, grid).
+    """Apply ``options`` to each object class of ``labels``; returns a new labelmap (same type,
+    grid), or ``labels`` itself when no option is active.
 
     Parameters
     ----------

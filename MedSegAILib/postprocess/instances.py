@@ -137,20 +137,26 @@ def label_instances(
     boxes = region_statistics(labels) if any(lab not in stuff for lab in present) else {}
     # Instance ids: class by class (ascending label); a stuff class is one id, an object class
     # one id per component, largest first.
+    # A first pass counts each object class's components (their maps are dropped at once, so
+    # memory does not grow with the number of classes); the second stamps them into a map of
+    # the smallest type that holds them all.
     lut = np.zeros(max(present, default=0) + 1, dtype=np.uint32)
-    pieces = []  # (bounding box (x0, y0, z0, sx, sy, sz), components array, first id - 1)
+    counts = {}
     class_of_id = [0]
+
+    def components(lab):
+        box = (*boxes[lab].bbox_start_xyz, *boxes[lab].bbox_size_xyz)
+        return box, connected_components(sitk.RegionOfInterest(labels, box[3:], box[:3]) == lab, connectivity)
+
     for lab in present:
         if lab in stuff:
             lut[lab] = len(class_of_id)
             class_of_id.append(lab)
             continue
-        box = (*boxes[lab].bbox_start_xyz, *boxes[lab].bbox_size_xyz)
-        crop = sitk.RegionOfInterest(labels, box[3:], box[:3])
-        cc = connected_components(crop == lab, connectivity)
-        n = int(sitk.GetArrayViewFromImage(cc).max())
-        pieces.append((box, sitk.GetArrayFromImage(cc), len(class_of_id) - 1))
-        class_of_id.extend([lab] * n)
+        cc = components(lab)[1]  # held while its view is read (a view of a temporary dangles)
+        counts[lab] = int(sitk.GetArrayViewFromImage(cc).max())
+        cc = None
+        class_of_id.extend([lab] * counts[lab])
     n_instances = len(class_of_id) - 1
     dtype = {sitk.sitkUInt8: np.uint8, sitk.sitkUInt16: np.uint16, sitk.sitkUInt32: np.uint32}[smallest_label_type(n_instances)]
     # The view is taken once no filter shares the labels' buffer (see region_statistics).
@@ -162,10 +168,16 @@ def label_instances(
         np.take(id_of_label, arr[z0:z1], out=instances[z0:z1])
 
     for_each_slab(arr.shape[0], arr.shape[1] * arr.shape[2], lookup)
-    for (x0, y0, z0, sx, sy, sz), cc, offset in pieces:
+    offset = 0
+    for lab in present:
+        if lab in stuff:
+            offset += 1
+            continue
+        (x0, y0, z0, sx, sy, sz), cc_img = components(lab)
+        cc = sitk.GetArrayFromImage(cc_img)
         sel = cc > 0
         instances[z0 : z0 + sz, y0 : y0 + sy, x0 : x0 + sx][sel] = (cc[sel] + offset).astype(dtype)
-    del pieces
+        offset += counts[lab]
     inst_img = sitk.GetImageFromArray(instances)
     inst_img.CopyInformation(labels)
     instances = None  # the image holds its own copy

@@ -46,9 +46,10 @@ def gaussian_em(
     -------
     dict with "mean", "std", "weight" (lists of K, ascending means) and "iterations".
     """
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
-    if v.size > max_samples:
+    v = np.asarray(values).reshape(-1)
+    if v.size > max_samples:  # the sample first, then float64: no float64 copy of a whole volume
         v = np.random.default_rng(seed).choice(v, max_samples, replace=False)
+    v = v.astype(np.float64)
     lab = np.digitize(v, np.asarray(thresholds), right=True)
     floor = 1e-3 * (float(v.std()) or 1.0)
     mu = np.array([v[lab == k].mean() if np.any(lab == k) else v.mean() for k in range(n_classes)])

@@ -17,7 +17,7 @@ import SimpleITK as sitk
 from ...core.classes import TISSUE, Terminology, generic_classes
 from ...core.errors import InputError
 from ...core.memory import require_memory
-from ...core.slabs import SLAB_VOXELS, for_each_slab
+from ...core.slabs import SLAB_VOXELS, for_each_slab, worker_count
 from ...core.result import MethodOutput
 from ...uncertainty.entropy import normalized_entropy, probabilities_image, uncertainty_image
 from ..registry import MethodRequest
@@ -63,7 +63,8 @@ def mixture_posterior(values: np.ndarray, fit: dict) -> np.ndarray:
 
 def fit_mixture(image: sitk.Image, labels: sitk.Image, n_classes: int) -> dict:
     """One Gaussian per class of a hard labelling: mean, (population) standard deviation and
-    weight (voxel fraction), from SimpleITK's label statistics in one multi-threaded pass.
+    weight (voxel fraction), from SimpleITK's image and label statistics (two multi-threaded
+    passes).
 
     A class with no voxels gets the image's mean and standard deviation and weight 1e-6; a
     floor of 1e-3 of the image's standard deviation keeps a near-constant class (zero-padded
@@ -128,7 +129,7 @@ def otsu_segmentation(
     n = int(np.prod(image.GetSize()))
     cast = image.GetPixelID() != sitk.sitkFloat32 or smoothing_mm > 0
     require_memory(
-        n * (4 * cast + 1 + 4 + 4 * n_classes * keep_probabilities) + 64 * SLAB_VOXELS * n_classes,
+        n * (4 * cast + 2 + 8 + 8 * n_classes * keep_probabilities) + 64 * SLAB_VOXELS * n_classes * worker_count(),
         f"Otsu with {n_classes} classes on {n:,} voxels",
     )
     work = sitk.Cast(image, sitk.sitkFloat32) if image.GetPixelID() != sitk.sitkFloat32 else image
