@@ -128,8 +128,10 @@ def otsu_segmentation(
     """
     n = int(np.prod(image.GetSize()))
     cast = image.GetPixelID() != sitk.sitkFloat32 or smoothing_mm > 0
+    # Beside the input: labels and uncertainty (each with its image), posteriors on request, and
+    # each thread's slab temporaries (float64 values and (n, K) log-posteriors, three copies).
     require_memory(
-        n * (4 * cast + 2 + 8 + 8 * n_classes * keep_probabilities) + 64 * SLAB_VOXELS * n_classes * worker_count(),
+        n * (4 * cast + 2 + 8 + 8 * n_classes * keep_probabilities) + (8 + 24 * n_classes) * SLAB_VOXELS * worker_count(),
         f"Otsu with {n_classes} classes on {n:,} voxels",
     )
     work = sitk.Cast(image, sitk.sitkFloat32) if image.GetPixelID() != sitk.sitkFloat32 else image
