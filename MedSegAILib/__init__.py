@@ -11,6 +11,7 @@ The package reads like the pipeline it implements:
 - ``outputs``       files on disk, overview pictures
 - ``slicer_bridge`` MRML nodes (segmentation, volumes, tables) and surface export
 - ``pipeline``      the one entry point the CLI, the Slicer module and the tests call
+- ``cohort``        many cases in one run (Dask workers, resume, the summary table)
 
 Nothing here imports Qt, the Slicer application, or torch at import time.
 """

@@ -109,7 +109,7 @@ def _memory_notes(method: str, params: Dict[str, Any], channels: Sequence[sitk.I
     """Refuse (ResourceError) a run whose estimated peak exceeds what the process may use;
     otherwise the note to show first when it needs more than a few times its input."""
     from .core.memory import require_memory
-    from .methods.memory_estimate import NOTE_ABOVE_INPUT, estimate_run_bytes
+    from .methods.memory_estimate import NOTE_ABOVE_INPUT, NOTE_MIN_BYTES, estimate_run_bytes
 
     n = int(np.prod(channels[0].GetSize()))
     need = estimate_run_bytes(method, params, n, len(channels), keep_probabilities=keep_probabilities)
@@ -126,7 +126,7 @@ def _memory_notes(method: str, params: Dict[str, Any], channels: Sequence[sitk.I
         require_memory(to_come, f"{method} on {n:,} voxels", "use mode=banded (coarse-to-fine), crop the volume or use a machine with more memory")
     else:
         require_memory(to_come, f"{method} on {n:,} voxels")
-    if need <= NOTE_ABOVE_INPUT * input_bytes:
+    if need <= NOTE_ABOVE_INPUT * input_bytes or need < NOTE_MIN_BYTES:
         return []
     return [
         f"{method} on {n:,} voxels may need about {need / 2**30:.1f} GiB of memory, "

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..core.errors import InputError
+from ..cohort.cases import expand_inputs, is_cohort_folder
+from ..cohort.records import complete_record, failure_row, result_row, skipped_row
+from ..cohort.run import run_cases
+from ..core.errors import InputError, MedSegAIError, MissingDependencyError, ResourceError
 from ..core.progress import CancelToken, TextProgressBar
 from ..core.stages import timed
 from ..io.images import case_name, read_channels
@@ -23,10 +28,17 @@ HELP = "segment images (files or DICOM folders) and write labels, instances, unc
 DESCRIPTION = """\
 Segment one or more cases. Each INPUT is an image file (NIfTI, NRRD, MHA) or a DICOM series
 folder; co-registered channels of one case are joined with commas (t1.nii.gz,t2.nii.gz).
-One INPUT writes into --output; several write into --output/<case>/, where <case> is the file
-name without extension. Every case gets labels.nii.gz, instances.nii.gz, uncertainty.nii.gz,
-segmentation.seg.nrrd, instances.csv (with radiomics columns), provenance.json and
-overview.png; --report adds report.html.
+A cohort is a folder of image files or DICOM series folders, a quoted glob ('data/*.nii.gz')
+or a CSV with an 'image' (or 'channel0', 'channel1', ...) column and optional 'case' and
+'seeds' columns. One case writes into --output; several write into --output/<case>/, where
+<case> is the file name without extension, and --output/cohort.csv summarises them (status,
+seconds, instances, mean uncertainty, domain verdict, error), rewritten as each case ends. A
+failing case does not stop the others; the exit code is 0 only when every case succeeded.
+--workers N runs the cases on N local processes (Dask), --scheduler ADDRESS on an existing
+Dask cluster; --resume skips the cases whose complete result is already there.
+Every case gets labels.nii.gz, instances.nii.gz, uncertainty.nii.gz, segmentation.seg.nrrd,
+instances.csv (with radiomics columns), provenance.json and overview.png; --report adds
+report.html.
 
 Examples:
   medsegai segment scan.nii.gz --output out/
@@ -34,6 +46,8 @@ Examples:
   medsegai segment a.nii.gz b.nii.gz --method deep --model hippocampus --output out/
   medsegai segment scan.nrrd --method graphcut --seeds seeds.nrrd --output out/
   medsegai segment scan.nii.gz --method atlas --atlases hippocampus --output out/
+  medsegai segment 'cohort/*.nii.gz' --method deep --model hippocampus --workers 2 --output out/
+  medsegai segment cases.csv --method otsu --resume --output out/
 """
 
 
@@ -60,6 +74,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace results already in the output folder")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--progress-lines", action="store_true", help="progress as one plain '[ 42.0%%] step' line per step on stderr (for programs that read it, such as the Slicer panel)")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="run the cases on N local worker processes (Dask; default 1: in this process)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run the cases on an existing Dask cluster (e.g. tcp://host:8786)")
+    p.add_argument("--resume", action="store_true", help="skip the cases whose complete result (same method, parameters and input bytes) is already in the output folder")
 
 
 def parse_params(items: Sequence[str]) -> Dict[str, str]:
@@ -82,28 +99,20 @@ class Case:
 
 
 def plan_cases(inputs: Sequence[str], output: Path, seeds: Optional[str]) -> List[Case]:
-    """One Case per INPUT; several inputs write into output/<case>/ (names must be unique)."""
-    cases = []
-    for item in inputs:
-        # A path that exists as it is is one file, commas and all; otherwise commas join channels.
-        channels = [item] if Path(item).exists() else [c for c in item.split(",") if c]
-        for c in channels:
-            if not Path(c).exists():
-                raise InputError(f"the input '{c}' does not exist")
-        cases.append(Case(case_name(channels[0]), channels, output))
-    if len(cases) > 1:
-        names = [c.name for c in cases]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise InputError(f"two inputs share the case name '{dup[0]}'; rename one so their outputs do not collide")
-        for c in cases:
-            c.folder = output / c.name
+    """The cases the INPUTs name (:func:`MedSegAILib.cohort.cases.expand_inputs`); one plain
+    INPUT writes into ``output``, anything more (several INPUTs, a folder, glob or CSV of cases)
+    into ``output/<case>/``."""
+    specs = expand_inputs(inputs)
+    cohort = len(specs) > 1 or any(Path(i).suffix.lower() == ".csv" or is_cohort_folder(Path(i)) or not Path(i).exists() and set("*?[") & set(i) and "," not in i for i in inputs)
+    cases = [Case(s.name, s.channels, output / s.name if cohort else output, Path(s.seeds) if s.seeds else None, dict(s.extra)) for s in specs]
     if seeds:
         sp = Path(seeds)
         if not sp.exists():
             raise InputError(f"the seeds '{sp}' do not exist")
         for c in cases:
-            if sp.is_dir() and len(cases) > 1:
+            if c.seeds is not None:
+                continue  # the case table names its own
+            if sp.is_dir() and cohort:
                 found = [f for f in sp.iterdir() if case_name(f) == c.name]
                 if not found:
                     raise InputError(f"no seed file for case '{c.name}' in '{sp}'")
@@ -175,28 +184,96 @@ def write_extras(result, image, folder: Path, *, report: bool) -> dict:
     return paths
 
 
-def run(args) -> int:
+def segment_case(case: Case, args, params: dict, *, progress=None, cancel=None) -> Dict:
+    """Run one case of a cohort to the end; its summary row, "failed" with the one-line error
+    when the case cannot be segmented (the other cases go on). Picklable with
+    ``functools.partial`` (Dask workers run it)."""
+    t0 = time.perf_counter()
+    try:
+        with CaseFolderLock(case.folder):
+            result, _ = run_case(case, args, params, progress=progress, cancel=cancel)
+    except (InputError, MissingDependencyError, ResourceError) as exc:
+        row = failure_row(case.name, case.folder, time.perf_counter() - t0, str(exc))
+        row["kind"] = "input"
+        return row
+    except MedSegAIError as exc:
+        return failure_row(case.name, case.folder, time.perf_counter() - t0, str(exc))
+    except Exception as exc:  # one case's internal failure must not stop a cohort
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return failure_row(case.name, case.folder, time.perf_counter() - t0, f"internal error: {type(exc).__name__}" + (f": {first}" if first else ""))
+    row = result_row(case.name, case.folder, result, time.perf_counter() - t0)
+    row["notes"] = list(result.provenance.extra.get("warnings", []))
+    return row
+
+
+def segment_all(args) -> Tuple[List[Dict], int]:
+    """Every case of a ``medsegai segment`` command line: (summary rows, exit code). One case
+    runs as before (its failure raises, for a one-line error); several run through
+    :func:`MedSegAILib.cohort.run.run_cases` and never raise for a case's failure."""
     output = Path(args.output)
     params = parse_params(args.param)
     cases = plan_cases(args.inputs, output, args.seeds)
+    if args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    todo, skipped = [], []
     for c in cases:  # refuse before any work, so nothing is half done
+        prov = complete_record(c.folder, c.channels, args.method, params) if args.resume else None
+        if prov is not None:
+            skipped.append(skipped_row(c.name, c.folder, prov))
+            continue
         check_output_folder(c.folder, args.overwrite, inputs=[*c.channels, *([c.seeds] if c.seeds else [])])
-    cancel = CancelToken()
-    for i, case in enumerate(cases, start=1):
-        bar = None if args.quiet else TextProgressBar(lines=args.progress_lines)
-        label = f"[{i}/{len(cases)}] {case.name}" if len(cases) > 1 else case.name
-        try:
-            with CaseFolderLock(case.folder):  # a second run on this folder stops at once
-                result, paths = run_case(case, args, params, progress=(lambda f, m, b=bar, l=label: b(f, f"{l}: {m}")) if bar else None, cancel=cancel)
-        finally:
-            if bar:
-                bar.close()
-        for warning in result.provenance.extra.get("warnings", []):
-            print(f"medsegai: note: {case.name}: {warning}", file=sys.stderr)
-        n = len(result.instance_table)
-        print(
-            f"{case.name}: {args.method} -> {n} instance{'s' if n != 1 else ''} in "
-            f"{result.provenance.wall_time_s:.1f} s; outputs in {case.folder}",
-            file=sys.stdout,
-        )
-    return 0
+        todo.append(c)
+    if len(cases) == 1 and todo and args.workers == 1 and not args.scheduler:
+        return [_run_single(todo[0], args, params)], 0
+    parallel = args.workers > 1 or bool(args.scheduler)
+    run_one = functools.partial(segment_case, args=args, params=params)
+    if not parallel and not args.quiet:
+        run_one = functools.partial(_with_bar, args=args, params=params, total=len(todo))
+    rows = run_cases(todo, run_one, workers=args.workers, scheduler=args.scheduler, summary_path=output / "cohort.csv" if len(cases) > 1 else None,
+                     skipped=skipped, quiet=args.quiet)
+    for row in rows:
+        for note in row.get("notes") or []:
+            print(f"medsegai: note: {row['case']}: {note}", file=sys.stderr)
+    failed = [r for r in rows if r["status"] == "failed"]
+    ok = sum(r["status"] == "ok" for r in rows)
+    print(f"{ok} of {len(rows)} cases segmented, {len(skipped)} skipped (complete), {len(failed)} failed"
+          + (f"; summary in {output / 'cohort.csv'}" if len(cases) > 1 else ""), file=sys.stdout)
+    for r in failed:
+        print(f"medsegai: error: {r['case']}: {r['error']}", file=sys.stderr)
+    if not failed:
+        return rows, 0
+    return rows, 2 if all(r.get("kind") == "input" for r in failed) else 1
+
+
+def _with_bar(case: Case, args, params: dict, total: int) -> Dict:
+    """A sequential cohort's case with its own progress bar."""
+    bar = TextProgressBar(lines=args.progress_lines)
+    try:
+        return segment_case(case, args, params, progress=lambda f, m: bar(f, f"{case.name}: {m}"))
+    finally:
+        bar.close()
+
+
+def _run_single(case: Case, args, params: dict) -> Dict:
+    """One case, as ``medsegai segment`` always ran it: a failure raises (one-line error)."""
+    bar = None if args.quiet else TextProgressBar(lines=args.progress_lines)
+    t0 = time.perf_counter()
+    try:
+        with CaseFolderLock(case.folder):  # a second run on this folder stops at once
+            result, paths = run_case(case, args, params, progress=(lambda f, m: bar(f, f"{case.name}: {m}")) if bar else None, cancel=CancelToken())
+    finally:
+        if bar:
+            bar.close()
+    for warning in result.provenance.extra.get("warnings", []):
+        print(f"medsegai: note: {case.name}: {warning}", file=sys.stderr)
+    n = len(result.instance_table)
+    print(
+        f"{case.name}: {args.method} -> {n} instance{'s' if n != 1 else ''} in "
+        f"{result.provenance.wall_time_s:.1f} s; outputs in {case.folder}",
+        file=sys.stdout,
+    )
+    return result_row(case.name, case.folder, result, time.perf_counter() - t0)
+
+
+def run(args) -> int:
+    return segment_all(args)[1]

@@ -17,7 +17,11 @@ SLAB_VOXELS = 1 << 20
 
 
 def worker_count() -> int:
-    """CPUs this process may use (its affinity mask where the system has one)."""
+    """CPUs this process may use: ``MEDSEGAI_THREADS`` when set (a cohort's Dask worker sets 1),
+    else its affinity mask where the system has one, else the CPU count."""
+    env = os.environ.get("MEDSEGAI_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS, Windows

@@ -23,8 +23,10 @@ from typing import Any, Dict, Optional
 #: the input plus the larger of this and the method's own figure.
 PIPELINE_BYTES_PER_VOXEL = 2 + 4 + 4
 
-#: A run that needs more than this many times its input's float32 size says so before it starts.
+#: A run that needs more than this many times its input's float32 size, and more than
+#: NOTE_MIN_BYTES, says so before it starts (a crop's few megabytes are not worth a note).
 NOTE_ABOVE_INPUT = 4.0
+NOTE_MIN_BYTES = 1 << 30
 
 #: Share of the voxels the band of a coarse-to-fine solve is assumed to hold.
 BAND_FRACTION = 0.2

@@ -8,7 +8,6 @@ mutual information H[E p] - E H[p] (also normalised by log K).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -18,7 +17,10 @@ import SimpleITK as sitk
 from ...core.errors import InputError, MissingDependencyError, ResourceError
 from ...core.memory import available_memory_bytes
 from ...core.progress import Progress
+from ...core.slabs import worker_count
 from ...uncertainty.entropy import normalized_entropy
+from .model_cache import PROCESS_MODELS
+from .model_store import resolve_model_dir
 from .pass_averaging import average_passes
 from .preprocess import prepare_channels
 
@@ -166,7 +168,9 @@ def segment_with_model(
         dev = "cpu"
         progress.update(0.0, f"runtime: ONNX Runtime on the CPU ({why})")
         if not isinstance(model, OnnxModel):
-            model = load_onnx_model(model if isinstance(model, (str, Path)) else model.folder)
+            folder = resolve_model_dir(model if isinstance(model, (str, Path)) else model.folder)
+            # Read and verified once per process while its files are unchanged (a cohort worker's next cases).
+            model = PROCESS_MODELS.get("onnx", folder, "cpu", lambda: load_onnx_model(folder, threads=worker_count()))
     else:
         try:
             import monai  # noqa: F401
@@ -178,7 +182,8 @@ def segment_with_model(
         dev = resolve_device(device)
         progress.update(0.0, f"runtime: torch, device: {dev} ({why})")
         if not isinstance(model, LoadedModel):
-            model = load_model(model, dev)
+            folder = resolve_model_dir(model)
+            model = PROCESS_MODELS.get("torch", folder, dev, lambda: load_model(folder, dev))
         else:
             model.network.to(dev)
     plan = model.plan
@@ -193,7 +198,7 @@ def segment_with_model(
     if engine == "onnx":
         prob, mi = predict_array_onnx(model, arr, flips=flips, progress=progress.sub(0.05, 0.9))
     else:
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        torch.set_num_threads(worker_count())
         prob, mi = predict_array(model.network, arr, plan, device=dev, flips=flips, mc_samples=mc_samples, progress=progress.sub(0.05, 0.9))
     prob = probabilities_to_input_grid(prob, grid, channels[0])
     labels = np.argmax(prob, axis=0).astype(np.uint8)
