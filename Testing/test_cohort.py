@@ -89,10 +89,13 @@ def test_an_interrupted_cohort_leaves_its_record_and_resumes(shared_data, tmp_pa
     run, no case folder is half written, and --resume finishes the rest."""
     folder = tmp_path / "cohort"
     folder.mkdir()
-    for c in CASES:
-        shutil.copy(shared_data / "hippocampus" / "imagesTr" / f"hippocampus_{c}.nii.gz", folder)
+    names = []
+    for i in range(10):  # ten cases of about 1.5 s each (copies under their own names)
+        c = CASES[i % len(CASES)]
+        names.append(f"case_{i:02d}")
+        shutil.copy(shared_data / "hippocampus" / "imagesTr" / f"hippocampus_{c}.nii.gz", folder / f"{names[-1]}.nii.gz")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "MedSegAILib.cli", "segment", str(folder), "--method", "mrf", "--param", "mf_iterations=40", "-q", "-o", str(out)]
+    cmd = [sys.executable, "-m", "MedSegAILib.cli", "segment", str(folder), "--method", "mrf", "--param", "mf_iterations=100", "--param", "n_classes=4", "-q", "-o", str(out)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -104,7 +107,7 @@ def test_an_interrupted_cohort_leaves_its_record_and_resumes(shared_data, tmp_pa
     assert proc.returncode == 130, err
     rows = _summary(out)
     done = [c for c, r in rows.items() if r["status"] == "ok"]
-    assert 2 <= len(done) < len(CASES) and any(r["status"] == "not run" for r in rows.values())
+    assert 2 <= len(done) < len(names) and any(r["status"] == "not run" for r in rows.values())
     for case in (out.iterdir()):
         if case.is_dir():
             assert case.name in done and all((case / n).is_file() for n in OUTPUT_FILES), case
@@ -112,7 +115,7 @@ def test_an_interrupted_cohort_leaves_its_record_and_resumes(shared_data, tmp_pa
     assert proc.returncode == 0, proc.stderr
     rows = _summary(out)
     assert {rows[c]["status"] for c in done} == {"skipped (complete)"}
-    assert all(r["status"] in ("ok", "skipped (complete)") for r in rows.values()) and len(rows) == len(CASES)
+    assert all(r["status"] in ("ok", "skipped (complete)") for r in rows.values()) and len(rows) == len(names)
     assert not [p for p in out.iterdir() if p.name.startswith(".")] or all(p.suffix == ".lock" for p in out.iterdir() if p.name.startswith("."))
 
 
@@ -178,3 +181,13 @@ def test_two_dask_workers_give_the_sequential_results(shared_data, tmp_path):
         b = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "par" / r["case"] / "labels.nii.gz")))
         assert np.array_equal(a, b), r["case"]
         assert r["in_domain"] is True
+
+
+def test_a_bad_parameter_stops_the_run_before_any_case(cohort, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "MedSegAILib.cli", "segment", str(cohort), "--method", "mrf", "--param", "mf_iterations=300", "-q", "-o", str(out)],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("medsegai: error")]
+    assert len(lines) == 1 and "mf_iterations" in lines[0], proc.stderr
+    assert not out.exists()

@@ -118,7 +118,7 @@ def test_segment_options_are_the_run_fields():
     parser = build_parser()
     sub = next(a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith(" segment"))
     options = {o for a in sub._actions for o in a.option_strings if o.startswith("--")}
-    own = {"--help", "--output", "--seeds", "--report", "--overwrite", "--quiet", "--progress-lines"}
+    own = {"--help", "--output", "--seeds", "--report", "--overwrite", "--quiet", "--progress-lines", "--workers", "--scheduler", "--resume"}
     assert options - own == {f.option for f in RUN_FIELDS}
     names = [f.name for f in PANEL_FIELDS]
     assert len(names) == len(set(names))

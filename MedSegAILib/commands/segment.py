@@ -17,7 +17,7 @@ from ..core.errors import InputError, MedSegAIError, MissingDependencyError, Res
 from ..core.progress import CancelToken, TextProgressBar
 from ..core.stages import timed
 from ..io.images import case_name, read_channels
-from ..methods.registry import available_methods
+from ..methods.registry import available_methods, coerce_params, get_method
 from ..outputs.files import CaseFolderLock, check_output_folder, write_case_outputs
 from ..pipeline import read_seeds, segment
 from ..postprocess.cleanup import PostprocessOptions
@@ -215,6 +215,7 @@ def segment_all(args) -> Tuple[List[Dict], int]:
     cases = plan_cases(args.inputs, output, args.seeds)
     if args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
+    coerce_params(get_method(args.method), params)  # a bad parameter stops the run, not each case
     todo, skipped = [], []
     for c in cases:  # refuse before any work, so nothing is half done
         prov = complete_record(c.folder, c.channels, args.method, params) if args.resume else None
