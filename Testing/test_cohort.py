@@ -191,3 +191,14 @@ def test_a_bad_parameter_stops_the_run_before_any_case(cohort, tmp_path):
     lines = [l for l in proc.stderr.splitlines() if l.startswith("medsegai: error")]
     assert len(lines) == 1 and "mf_iterations" in lines[0], proc.stderr
     assert not out.exists()
+
+
+def test_an_existing_dask_scheduler_runs_the_cohort(cohort, tmp_path):
+    """--scheduler ADDRESS: the cases go to a cluster started elsewhere (here one local worker
+    process, as dask-jobqueue or Kubernetes would give an address)."""
+    distributed = pytest.importorskip("distributed")
+    (cohort / "broken.nii.gz").unlink()
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        rows = segment_cohort([str(cohort)], tmp_path / "out", "otsu", scheduler=cluster.scheduler_address, options=["--no-radiomics"])
+    assert [r["status"] for r in rows] == ["ok"] * 4
+    assert all((tmp_path / "out" / r["case"] / "provenance.json").is_file() for r in rows)
