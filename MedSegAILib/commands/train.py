@@ -54,6 +54,7 @@ def add_arguments(p) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in MODEL_DIR")
     p.add_argument("--no-onnx", action="store_true", help="do not export the trained model to ONNX (model.onnx)")
     p.add_argument("--average-from", type=float, metavar="FRACTION", help="stochastic weight averaging: from this fraction of the schedule on (e.g. 0.5) the learning rate stays constant and the weights of every epoch are averaged; the average is the kept model instead of the best validation epoch")
+    p.add_argument("--distributed", action="store_true", help="train on the processes torchrun starts (DistributedDataParallel: gloo on the CPU, NCCL on GPUs): torchrun --nproc_per_node N -m MedSegAILib.cli train ... --distributed")
     p.add_argument("--init-from", metavar="MODEL", help="start from a trained model's weights (name or folder; same plan), e.g. to continue with a new budget")
 
 
@@ -75,7 +76,7 @@ def run(args) -> int:
         lr=args.lr, val_cases=args.val_cases, fold=args.fold, val_every=args.val_every, seed=args.seed, augment=args.augment,
         threads=args.threads, max_train_cases=args.max_train_cases, device=args.device, class_names=names,
         name=args.name, sdf_head=args.sdf_head, sdf_weight=args.sdf_weight, mixed_precision=not args.no_mixed_precision,
-        init_from=args.init_from, onnx_export=not args.no_onnx, average_from=args.average_from,
+        init_from=args.init_from, onnx_export=not args.no_onnx, average_from=args.average_from, distributed=args.distributed,
     )
     bar = TextProgressBar(delay=0.0)
     try:

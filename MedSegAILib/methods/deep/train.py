@@ -24,6 +24,9 @@ import SimpleITK as sitk
 from ...core.errors import InputError
 from ...core.progress import CancelToken, Progress, ProgressCallback
 from .dataset import fingerprint, load_case_arrays, read_dataset, split_cases
+from .distributed import Ranks, barrier, broadcast_float
+from .distributed import start as start_distributed
+from .distributed import stop as stop_distributed
 from .plan import Plan, make_plan
 from .preprocess import needs_resampling, normalize, resample_to_spacing
 
@@ -62,6 +65,8 @@ class TrainOptions:
         at the end of every epoch enter a running mean, which becomes the kept model instead
         of the best epoch's weights (so no epoch is chosen by its validation Dice). Needs
         instance, group or layer norm: batch-norm statistics would not match averaged weights
+    distributed : train on the processes torchrun started (:mod:`.distributed`); the model
+        folder is written by rank 0 only and has the single-process format
     """
 
     network: Optional[str] = None
@@ -93,6 +98,7 @@ class TrainOptions:
     init_from: Optional[str] = None
     onnx_export: bool = True
     average_from: Optional[float] = None
+    distributed: bool = False
 
 
 def _dice_per_class(pred: np.ndarray, ref: np.ndarray, k: int) -> List[float]:
@@ -259,6 +265,10 @@ def _export_onnx_after_training(out: Path, log) -> None:
     log(f"ONNX export written ({entry['file']}, ONNX Runtime matches torch to {entry['max_relative_logit_difference']:.1e})")
 
 
+def _quiet(*_args, **_kwargs) -> None:
+    """The log of ranks other than 0."""
+
+
 def train(
     dataset_dir,
     output_dir,
@@ -298,7 +308,15 @@ def train(
     if opt.threads:
         torch.set_num_threads(opt.threads)
     device = resolve_device(opt.device)
-    log(f"device: {device}")
+    ranks = Ranks()
+    if opt.distributed:
+        ranks = start_distributed(device)
+        if device.startswith("cuda"):
+            device = f"cuda:{ranks.local_rank}"
+        if not ranks.main:
+            log = _quiet  # one log, rank 0's
+            prog = Progress(None, cancel)
+    log(f"device: {device}" + (f", process {ranks.rank} of {ranks.world}" if ranks.active else ""))
 
     ds = read_dataset(dataset_dir)
     train_cases, val_cases = split_cases(ds.cases, opt.val_cases, opt.fold)
@@ -313,6 +331,12 @@ def train(
     log(f"plan: {plan.network}, patch {plan.patch_size_zyx}, spacing {plan.target_spacing_xyz}, {plan.num_classes} classes, {len(train_cases)} train / {len(val_cases)} validation cases")
 
     net = build_network(plan).to(device)
+    # Under DDP the wrapper trains, ``net`` (the same parameters) validates and is saved.
+    trainer = net
+    if ranks.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trainer = DistributedDataParallel(net, device_ids=[ranks.local_rank] if device.startswith("cuda") else None)
     ckpt_w, ckpt_j = out / "checkpoint.safetensors", out / "checkpoint.json"
     resuming = resume and ckpt_w.exists()
     # Before the cases are loaded, so that a starting model with another plan is refused at once.
@@ -325,7 +349,7 @@ def train(
     amp = bool(opt.mixed_precision and device == "cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     optimizer = torch.optim.AdamW(net.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
-    transforms = training_transforms(plan.patch_size_zyx, strength=opt.augment, seed=opt.seed, is_2d=plan.network != "unet3d") if opt.augment > 0 else None
+    transforms = training_transforms(plan.patch_size_zyx, strength=opt.augment, seed=opt.seed + ranks.rank, is_2d=plan.network != "unet3d") if opt.augment > 0 else None
     if transforms is None:
         from .augment import crop_or_pad_transforms
 
@@ -364,7 +388,8 @@ def train(
 
     def spent() -> float:
         return clock() - b_start
-    steps_per_epoch = max(1, math.ceil(len(train_data) / opt.batch_size))
+    # Every process takes its share of each epoch's batches (the same number of steps each).
+    steps_per_epoch = max(1, math.ceil(len(train_data) / (opt.batch_size * ranks.world)))
 
     def schedule_fraction(epoch: int) -> float:
         f = epoch / opt.epochs
@@ -372,13 +397,18 @@ def train(
             f = max(f, spent() / budget_s)
         return min(f, 1.0)
 
-    while state["epoch"] < opt.epochs and not (budget_s and spent() >= budget_s):
+    def out_of_time() -> bool:
+        return bool(broadcast_float(float(bool(budget_s and spent() >= budget_s)), ranks))
+
+    while state["epoch"] < opt.epochs and not out_of_time():
         epoch = state["epoch"] + 1
         net.train()
         order = rng.permutation(len(train_data))
+        if ranks.active:  # this process's share, wrapped round to a whole number of batches
+            order = np.resize(order[ranks.rank :: ranks.world], steps_per_epoch * opt.batch_size)
         losses = []
         for s in range(steps_per_epoch):
-            f = schedule_fraction(state["epoch"])
+            f = broadcast_float(schedule_fraction(state["epoch"]), ranks)
             if opt.average_from is not None:
                 f = min(f, opt.average_from)  # constant learning rate while averaging
             lr = opt.lr * (1 - f) ** 0.9
@@ -391,10 +421,12 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
                 if sdf_loss is not None:
+                    if ranks.active:
+                        raise InputError("--sdf-head is not supported with --distributed")
                     logits, sdf = net.forward_with_sdf(x)
                     loss = loss_fn(logits.float(), y) + opt.sdf_weight * sdf_loss(sdf.float(), y)
                 else:
-                    loss = loss_fn(net(x).float(), y)
+                    loss = loss_fn(trainer(x).float(), y)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
@@ -404,12 +436,14 @@ def train(
             frac = schedule_fraction(state["epoch"] + (s + 1) / steps_per_epoch)
             prog.update(frac, f"epoch {epoch} loss {np.mean(losses):.4f} best val Dice {max(state['best_dice'], 0):.4f}")
         rec = {"epoch": epoch, "train_loss": float(np.mean(losses)), "lr": lr, "elapsed_s": round(time.perf_counter() - t_start, 1), "cpu_s": round(time.process_time() - c_start, 1)}
-        last_epoch = epoch >= opt.epochs or (budget_s and spent() >= budget_s)
+        last_epoch = epoch >= opt.epochs or out_of_time()
         if opt.average_from is not None and schedule_fraction(epoch) >= opt.average_from:
             state["averaged_epochs"].append(epoch)
             _add_to_average(average, net.state_dict(), len(state["averaged_epochs"]))
             rec["averaged"] = len(state["averaged_epochs"])
-        if val_data and (epoch % opt.val_every == 0 or last_epoch):
+        if not ranks.main:
+            pass  # rank 0 validates and writes; the others wait at the barrier below
+        elif val_data and (epoch % opt.val_every == 0 or last_epoch):
             per_class = _validate(net, val_data, plan, device)
             rec["val_dice"] = [round(float(d), 4) for d in per_class]
             rec["val_mean_dice"] = round(float(per_class.mean()), 4)
@@ -423,9 +457,16 @@ def train(
         state["elapsed_s"] = time.perf_counter() - t_start
         state["cpu_s"] = time.process_time() - c_start
         state["history"].append(rec)
-        safetensors.torch.save_file({k: v.detach().cpu().contiguous() for k, v in _state_to_tensors(net, optimizer, average).items()}, str(ckpt_w))
-        ckpt_j.write_text(json.dumps(state, indent=1))
+        if ranks.main:
+            safetensors.torch.save_file({k: v.detach().cpu().contiguous() for k, v in _state_to_tensors(net, optimizer, average).items()}, str(ckpt_w))
+            ckpt_j.write_text(json.dumps(state, indent=1))
         log(json.dumps(rec))
+        barrier(ranks)
+
+    if not ranks.main:  # the model folder is rank 0's to write
+        barrier(ranks)
+        stop_distributed(ranks)
+        return json.loads((out / "model.json").read_text())
 
     # Loss and validation Dice per epoch with wall and CPU seconds: kept beside the model.
     (out / "training_history.json").write_text(json.dumps(state["history"], indent=0))
@@ -446,6 +487,7 @@ def train(
             "cpu_time_min": round(state.get("cpu_s", 0.0) / 60, 2),
             "device": device,
             "threads": torch.get_num_threads(),
+            "processes": ranks.world,
         },
         "validation": {
             "best_epoch": state.get("best_epoch"),
@@ -484,4 +526,6 @@ def train(
         _export_onnx_after_training(out, log)
     _record_domain(out, train_cases, val_cases, log)
     log(f"done: {summary}")
+    barrier(ranks)
+    stop_distributed(ranks)
     return json.loads((out / "model.json").read_text())
