@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -43,3 +44,15 @@ def damaged_model_copy(tmp_path):
         return copy
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory, shared_data):
+    """Ten real hippocampus cases in the MSD layout (8 train, 2 validation)."""
+    root = tmp_path_factory.mktemp("hippo_small")
+    for sub in ("imagesTr", "labelsTr"):
+        (root / sub).mkdir()
+        for f in sorted((shared_data / "hippocampus" / sub).glob("*.nii.gz"))[:10]:
+            shutil.copy(f, root / sub / f.name)
+    (root / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "Anterior", "2": "Posterior"}}))
+    return root

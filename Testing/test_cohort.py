@@ -96,7 +96,10 @@ def test_an_interrupted_cohort_leaves_its_record_and_resumes(shared_data, tmp_pa
         shutil.copy(shared_data / "hippocampus" / "imagesTr" / f"hippocampus_{c}.nii.gz", folder / f"{names[-1]}.nii.gz")
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "MedSegAILib.cli", "segment", str(folder), "--method", "mrf", "--param", "mf_iterations=100", "--param", "n_classes=4", "-q", "-o", str(out)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal's Ctrl-C gives it: a job started in the background (CI, nohup) has
+    # SIGINT ignored, and a child inherits that unless it is reset.
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if (out / "cohort.csv").exists() and sum(r["status"] == "ok" for r in _summary(out).values()) >= 2:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,18 +18,6 @@ from MedSegAILib.methods.deep.model_store import load_model  # noqa: E402
 from MedSegAILib.methods.deep.train import TrainOptions, train  # noqa: E402
 from MedSegAILib.resources import models_dir  # noqa: E402
 from MedSegAILib.uncertainty.calibration import error_detection_auroc, structure_region  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory, shared_data):
-    """Ten real hippocampus cases in the MSD layout (8 train, 2 validation)."""
-    root = tmp_path_factory.mktemp("hippo_small")
-    for sub in ("imagesTr", "labelsTr"):
-        (root / sub).mkdir()
-        for f in sorted((shared_data / "hippocampus" / sub).glob("*.nii.gz"))[:10]:
-            shutil.copy(f, root / sub / f.name)
-    (root / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "Anterior", "2": "Posterior"}}))
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ only one process wrote it, and ``--resume`` continues from its checkpoint."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,17 +17,6 @@ sys.path.insert(0, str(REPO))
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory, shared_data):
-    root = tmp_path_factory.mktemp("hippo_ddp")
-    for sub in ("imagesTr", "labelsTr"):
-        (root / sub).mkdir()
-        for f in sorted((shared_data / "hippocampus" / sub).glob("*.nii.gz"))[:10]:
-            shutil.copy(f, root / sub / f.name)
-    (root / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "Anterior", "2": "Posterior"}}))
-    return root
-
-
 def _torchrun(dataset: Path, out: Path, *extra):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "MedSegAILib.cli", "train", str(dataset),
            "-o", str(out), "--distributed", "--features", "8,16,32", "--batch-size", "2", "--val-cases", "2", "--augment", "0", "--threads", "1",
@@ -36,7 +24,8 @@ def _torchrun(dataset: Path, out: Path, *extra):
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
-def test_two_processes_train_one_model_and_resume(dataset, tmp_path):
+def test_two_processes_train_one_model_and_resume(tiny_dataset, tmp_path):
+    dataset = tiny_dataset
     from MedSegAILib.methods.deep.model_store import read_verified_weights
 
     out = tmp_path / "ddp"
@@ -60,7 +49,8 @@ def test_two_processes_train_one_model_and_resume(dataset, tmp_path):
     assert [h["epoch"] for h in json.loads((out / "training_history.json").read_text())] == [1, 2, 3, 4, 5]
 
 
-def test_distributed_without_torchrun_is_a_one_line_error(dataset, tmp_path):
+def test_distributed_without_torchrun_is_a_one_line_error(tiny_dataset, tmp_path):
+    dataset = tiny_dataset
     proc = subprocess.run([sys.executable, "-m", "MedSegAILib.cli", "train", str(dataset), "-o", str(tmp_path / "m"), "--distributed", "--epochs", "1"],
                           cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={k: v for k, v in __import__("os").environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")})
