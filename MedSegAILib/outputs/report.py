@@ -110,12 +110,11 @@ def uncertainty_summary(result: SegmentationResult, *, threshold: float = UNCERT
     """
     lab = sitk.GetArrayViewFromImage(result.labels)
     unc = sitk.GetArrayViewFromImage(result.uncertainty)
-    fg = lab > 0
-    vals = unc[fg].astype(float)
+    vals = unc[lab > 0]  # float32; the sums below accumulate in float64 without a float64 copy
     flagged = [r.instance_id for r in result.instance_table if r.mean_uncertainty is not None and r.mean_uncertainty > threshold]
     return {
-        "mean_foreground": float(vals.mean()) if vals.size else None,
-        "fraction_above": float((vals > threshold).mean()) if vals.size else None,
+        "mean_foreground": float(vals.mean(dtype=np.float64)) if vals.size else None,
+        "fraction_above": float(np.count_nonzero(vals > np.float64(threshold)) / vals.size) if vals.size else None,
         "threshold": threshold,
         "flagged": flagged,
     }
