@@ -11,6 +11,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, List, Tuple
 
+import numpy as np
+
 #: Voxels per slab: large enough that per-call overhead vanishes, small enough that a slab's
 #: (n, K) float64 temporaries stay in tens of megabytes.
 SLAB_VOXELS = 1 << 20
@@ -32,6 +34,20 @@ def slab_bounds(depth: int, plane_voxels: int, slab_voxels: int = SLAB_VOXELS) -
     """[(z0, z1), ...] covering 0..depth in slabs of about ``slab_voxels`` voxels (at least one slice)."""
     step = max(1, slab_voxels // max(plane_voxels, 1))
     return [(z, min(z + step, depth)) for z in range(0, depth, step)]
+
+
+def take_by_slab(table, index: np.ndarray, dtype) -> np.ndarray:
+    """``table[index]`` as a new array of ``dtype`` (shape of ``index``, a (Z, ...) array), taken
+    slab by slab: NumPy turns the indices it looks up into 8-byte integers, which for a whole
+    volume would be a temporary of 8 bytes a voxel."""
+    out = np.empty(index.shape, dtype=dtype)
+    table = np.asarray(table, dtype=dtype)
+
+    def slab(z0, z1):
+        np.take(table, index[z0:z1], out=out[z0:z1])
+
+    for_each_slab(index.shape[0], int(np.prod(index.shape[1:])), slab)
+    return out
 
 
 def for_each_slab(depth: int, plane_voxels: int, fn: Callable[[int, int], None], *, slab_voxels: int = SLAB_VOXELS) -> None:

@@ -32,6 +32,7 @@ import SimpleITK as sitk
 from ..core.result import SegmentationResult
 from ..core.terminology import terminology_entry_string
 from ..io.images import ras_geometry
+from ..postprocess.instances import smallest_label_type
 
 TAG_INSTANCE_ID = "MedSegAI.InstanceId"
 TAG_CLASS_LABEL = "MedSegAI.ClassLabel"
@@ -96,8 +97,7 @@ def _serialized_geometry(image: sitk.Image) -> str:
 def _write_with_sitk(result: SegmentationResult, path: Path) -> None:
     """Slicer's .seg.nrrd header by hand: a 3D shared labelmap (values = instance ids)."""
     max_id = max((r.instance_id for r in result.instance_table), default=0)
-    pixel = sitk.sitkUInt8 if max_id < 256 else (sitk.sitkUInt16 if max_id < 65536 else sitk.sitkUInt32)
-    image = sitk.Cast(result.instances, pixel)
+    image = sitk.Cast(result.instances, smallest_label_type(max_id))
     size = image.GetSize()
     extent = f"0 {size[0] - 1} 0 {size[1] - 1} 0 {size[2] - 1}"
     classes = {c.label: c for c in result.classes}

@@ -20,7 +20,7 @@ import SimpleITK as sitk
 
 from ..core.classes import ClassInfo, class_by_label, distinct_colors
 from ..core.result import InstanceRecord
-from ..core.slabs import for_each_slab
+from ..core.slabs import take_by_slab
 from .cleanup import connected_components, present_labels
 
 
@@ -136,10 +136,9 @@ def label_instances(
     # Bounding boxes of the object classes (their components are found inside them).
     boxes = region_statistics(labels) if any(lab not in stuff for lab in present) else {}
     # Instance ids: class by class (ascending label); a stuff class is one id, an object class
-    # one id per component, largest first.
-    # A first pass counts each object class's components (their maps are dropped at once, so
-    # memory does not grow with the number of classes); the second stamps them into a map of
-    # the smallest type that holds them all.
+    # one id per component, largest first. A first pass counts each object class's components
+    # (their maps are dropped at once, so memory does not grow with the number of classes); the
+    # second stamps them into a map of the smallest type that holds them all.
     lut = np.zeros(max(present, default=0) + 1, dtype=np.uint32)
     counts = {}
     class_of_id = [0]
@@ -160,14 +159,7 @@ def label_instances(
     n_instances = len(class_of_id) - 1
     dtype = {sitk.sitkUInt8: np.uint8, sitk.sitkUInt16: np.uint16, sitk.sitkUInt32: np.uint32}[smallest_label_type(n_instances)]
     # The view is taken once no filter shares the labels' buffer (see region_statistics).
-    arr = sitk.GetArrayViewFromImage(labels)
-    id_of_label = lut.astype(dtype)
-    instances = np.empty(arr.shape, dtype=dtype)
-
-    def lookup(z0, z1):  # slab by slab: NumPy makes 8-byte indices of what it looks up
-        np.take(id_of_label, arr[z0:z1], out=instances[z0:z1])
-
-    for_each_slab(arr.shape[0], arr.shape[1] * arr.shape[2], lookup)
+    instances = take_by_slab(lut, sitk.GetArrayViewFromImage(labels), dtype)
     offset = 0
     for lab in present:
         if lab in stuff:

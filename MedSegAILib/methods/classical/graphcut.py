@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from ...core.classes import ClassInfo, distinct_colors
-from ...core.slabs import for_each_slab
+from ...core.slabs import take_by_slab
 from ...core.errors import InputError
 from ...core.result import MethodOutput
 from ...uncertainty.entropy import entropy_by_slab, probabilities_image, uncertainty_image
@@ -83,13 +83,7 @@ def check_seeds(image: sitk.Image, seeds: sitk.Image, background_label: int = 0)
     lut[background] = 0
     for i, v in enumerate(objects, start=1):
         lut[v] = i
-    index = np.empty(arr.shape, dtype=np.int16)
-
-    def lookup(z0, z1):  # slab by slab: NumPy makes 8-byte indices of what it looks up
-        np.take(lut, arr[z0:z1], out=index[z0:z1])
-
-    for_each_slab(arr.shape[0], int(np.prod(arr.shape[1:])), lookup)
-    return index, objects, background
+    return take_by_slab(lut, arr, np.int16), objects, background
 
 
 def histogram_model(arr: np.ndarray, seeds: np.ndarray, k: int, *, bins: int = 64, smoothing_bins: float = 1.5):
