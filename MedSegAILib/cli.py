@@ -14,7 +14,7 @@ import sys
 from typing import List, Optional
 
 from . import __version__
-from .core.errors import Cancelled, InputError, MedSegAIError, MissingDependencyError, ResourceError
+from .core.errors import USER_ERRORS, Cancelled, MedSegAIError
 
 # (module, required): optional commands come from method families that may not be present.
 COMMANDS = (
@@ -90,7 +90,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("\nmedsegai: interrupted; nothing was written for the unfinished case", file=sys.stderr)
         return 130
-    except (InputError, MissingDependencyError, ResourceError) as exc:
+    except USER_ERRORS as exc:
         print(f"medsegai: error: {exc}", file=sys.stderr)
         return 2
     except MedSegAIError as exc:

@@ -154,8 +154,10 @@ def _in_worker(run_one, case):
 
 
 def _worker_failure(exc: BaseException) -> str:
+    from ..core.errors import first_line
+
     name = type(exc).__name__
     if name == "KilledWorker":
         return "the worker process running this case died (out of memory, or a crash in a library); the other cases went on"
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    first = first_line(exc)
     return f"internal error in the worker: {name}" + (f": {first}" if first else "")

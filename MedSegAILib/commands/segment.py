@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..cohort.cases import expand_inputs, is_cohort_folder
 from ..cohort.records import complete_record, failure_row, result_row, skipped_row
 from ..cohort.run import run_cases
-from ..core.errors import InputError, MedSegAIError, MissingDependencyError, ResourceError
+from ..core.errors import USER_ERRORS, InputError, MedSegAIError, first_line
 from ..core.progress import CancelToken, TextProgressBar
 from ..core.stages import timed
 from ..io.images import case_name, read_channels
@@ -192,14 +192,14 @@ def segment_case(case: Case, args, params: dict, *, progress=None, cancel=None) 
     try:
         with CaseFolderLock(case.folder):
             result, _ = run_case(case, args, params, progress=progress, cancel=cancel)
-    except (InputError, MissingDependencyError, ResourceError) as exc:
+    except USER_ERRORS as exc:
         row = failure_row(case.name, case.folder, time.perf_counter() - t0, str(exc))
         row["kind"] = "input"
         return row
     except MedSegAIError as exc:
         return failure_row(case.name, case.folder, time.perf_counter() - t0, str(exc))
     except Exception as exc:  # one case's internal failure must not stop a cohort
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = first_line(exc)
         return failure_row(case.name, case.folder, time.perf_counter() - t0, f"internal error: {type(exc).__name__}" + (f": {first}" if first else ""))
     row = result_row(case.name, case.folder, result, time.perf_counter() - t0)
     row["notes"] = list(result.provenance.extra.get("warnings", []))

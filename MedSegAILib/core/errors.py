@@ -30,3 +30,15 @@ class Cancelled(MedSegAIError):
 
 class ResourceError(MedSegAIError):
     """The job would need more memory (or another resource) than is available."""
+
+
+#: The errors that are the user's to mend (bad input, a missing package, too little memory):
+#: the CLI exits with code 2 for them, 1 for any other failure.
+USER_ERRORS = (InputError, MissingDependencyError, ResourceError)
+
+
+def first_line(exc: BaseException, default: str = "") -> str:
+    """The first line of ``exc``'s message (libraries such as ITK write several), or ``default``
+    when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else default

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 
-from ..core.errors import InputError, ResourceError
+from ..core.errors import InputError, ResourceError, first_line
 from ..core.result import SegmentationResult
 from ..core.stages import timed
 
@@ -226,7 +226,7 @@ def _write_case(result: SegmentationResult, tmp: Path, extras, folder: Path) -> 
             json.dump(provenance_dict(result), fh, indent=2, default=str)
     except (OSError, RuntimeError) as exc:
         free = shutil.disk_usage(tmp.parent).free
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = first_line(exc, type(exc).__name__)
         if free < 64 << 20 or getattr(exc, "errno", None) in (28, 122):  # ENOSPC, EDQUOT
             raise ResourceError(f"could not write the results into '{folder}': the disk is full ({free / 2**20:.1f} MiB free); nothing was changed there") from None
         raise InputError(f"could not write the results into '{folder}' ({detail}); nothing was changed there") from None

@@ -21,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ...core.classes import ClassInfo, ClassTable, generic_classes
-from ...core.errors import InputError
+from ...core.errors import InputError, first_line
 from ...resources import atlases_dir
 
 _SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -118,8 +118,7 @@ def _read_3d(path: Path, what: str, pixel=sitk.sitkFloat32) -> sitk.Image:
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
-        raise InputError(f"cannot read the {what} '{path}': {first}") from None
+        raise InputError(f"cannot read the {what} '{path}': {first_line(exc, 'unreadable')}") from None
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"the {what} '{path}' is not a 3D scalar image")
     return sitk.Cast(img, pixel) if pixel is not None else img
