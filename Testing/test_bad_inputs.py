@@ -328,7 +328,13 @@ def test_two_runs_into_one_folder_do_not_both_succeed(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "MedSegAILib.cli", "segment", str(CASE.image), "-m", "atlas", "--atlases", "hippocampus", "--no-radiomics", "-o", str(out)]
     first = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.0)  # the first holds the folder's lock by now (its start-up takes < 1 s)
+    # Wait for the first to take the folder's lock (the file appears just before its flock),
+    # however long its start-up takes on a loaded machine; a fixed sleep was not always enough.
+    lock = out.parent / f".{out.name}.medsegai.lock"
+    deadline = time.monotonic() + 120
+    while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
     second = run_cli("segment", CASE.image, "--no-radiomics", "-o", out)
     first.communicate(timeout=300)
     assert first.returncode == 0
