@@ -28,12 +28,14 @@ _GLOB_CHARS = set("*?[")
 
 @dataclass
 class CaseSpec:
-    """One case: its name, its channel paths (channel 0 first) and optional seeds."""
+    """One case: its name, its channel paths (channel 0 first) and optional seeds; ``listed``
+    when it came from a folder of cases, a glob or a CSV (a cohort, even of one case)."""
 
     name: str
     channels: List[str]
     seeds: Optional[str] = None
     extra: Dict[str, str] = field(default_factory=dict)
+    listed: bool = False
 
 
 def _is_image_file(path: Path) -> bool:
@@ -63,7 +65,7 @@ def is_cohort_folder(path: Path) -> bool:
 
 def cases_in_folder(folder: Path) -> List[CaseSpec]:
     items = sorted(f for f in folder.iterdir() if _is_image_file(f) or (f.is_dir() and _holds_dicom(f)))
-    return [CaseSpec(case_name(f), [str(f)]) for f in items]
+    return [CaseSpec(case_name(f), [str(f)], listed=True) for f in items]
 
 
 def cases_in_csv(path: Path) -> List[CaseSpec]:
@@ -88,7 +90,7 @@ def cases_in_csv(path: Path) -> List[CaseSpec]:
                 seeds = str(base / seeds)
             name = row.get("case") or case_name(channels[0])
             extra = {k: v for k, v in row.items() if k not in set(image_cols) | {"case", "seeds"}}
-            cases.append(CaseSpec(name, channels, seeds, extra))
+            cases.append(CaseSpec(name, channels, seeds, extra, listed=True))
     if not cases:
         raise InputError(f"the case table '{path}' has no rows")
     return cases
@@ -112,7 +114,7 @@ def expand_inputs(inputs: Sequence[str]) -> List[CaseSpec]:
             matches = sorted(globmod.glob(item))
             if not matches:
                 raise InputError(f"the pattern '{item}' matches no file")
-            cases += [CaseSpec(case_name(m), [m]) for m in matches]
+            cases += [CaseSpec(case_name(m), [m], listed=True) for m in matches]
             continue
         channels = [c for c in item.split(",") if c]
         cases.append(CaseSpec(case_name(channels[0]) if channels else item, channels or [item]))

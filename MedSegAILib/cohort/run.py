@@ -89,11 +89,10 @@ def run_cases(
     first, as given). ``summary_path`` is rewritten after every case, so an interrupted run
     leaves the record of what finished (the cases not run are marked "not run")."""
     rows: Dict[int, Dict] = {}
-    order = list(range(len(cases)))
 
     def table() -> List[Dict]:
-        pending = [{"case": cases[i].name, "status": "not run"} for i in order if i not in rows]
-        return list(skipped) + [rows[i] for i in order if i in rows] + pending
+        pending = [{"case": c.name, "status": "not run"} for i, c in enumerate(cases) if i not in rows]
+        return list(skipped) + [rows[i] for i in range(len(cases)) if i in rows] + pending
 
     reporter = _Reporter(len(cases), quiet)
     try:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..cohort.cases import expand_inputs, is_cohort_folder
+from ..cohort.cases import expand_inputs
 from ..cohort.records import complete_record, failure_row, result_row, skipped_row
 from ..cohort.run import run_cases
 from ..core.errors import USER_ERRORS, InputError, MedSegAIError, first_line
@@ -103,7 +103,7 @@ def plan_cases(inputs: Sequence[str], output: Path, seeds: Optional[str]) -> Lis
     INPUT writes into ``output``, anything more (several INPUTs, a folder, glob or CSV of cases)
     into ``output/<case>/``."""
     specs = expand_inputs(inputs)
-    cohort = len(specs) > 1 or any(Path(i).suffix.lower() == ".csv" or is_cohort_folder(Path(i)) or not Path(i).exists() and set("*?[") & set(i) and "," not in i for i in inputs)
+    cohort = len(specs) > 1 or any(s.listed for s in specs)
     cases = [Case(s.name, s.channels, output / s.name if cohort else output, Path(s.seeds) if s.seeds else None, dict(s.extra)) for s in specs]
     if seeds:
         sp = Path(seeds)
@@ -229,7 +229,7 @@ def segment_all(args) -> Tuple[List[Dict], int]:
     parallel = args.workers > 1 or bool(args.scheduler)
     run_one = functools.partial(segment_case, args=args, params=params)
     if not parallel and not args.quiet:
-        run_one = functools.partial(_with_bar, args=args, params=params, total=len(todo))
+        run_one = functools.partial(_with_bar, args=args, params=params)
     rows = run_cases(todo, run_one, workers=args.workers, scheduler=args.scheduler, summary_path=output / "cohort.csv" if len(cases) > 1 else None,
                      skipped=skipped, quiet=args.quiet)
     for row in rows:
@@ -246,7 +246,7 @@ def segment_all(args) -> Tuple[List[Dict], int]:
     return rows, 2 if all(r.get("kind") == "input" for r in failed) else 1
 
 
-def _with_bar(case: Case, args, params: dict, total: int) -> Dict:
+def _with_bar(case: Case, args, params: dict) -> Dict:
     """A sequential cohort's case with its own progress bar."""
     bar = TextProgressBar(lines=args.progress_lines)
     try:
@@ -261,7 +261,7 @@ def _run_single(case: Case, args, params: dict) -> Dict:
     t0 = time.perf_counter()
     try:
         with CaseFolderLock(case.folder):  # a second run on this folder stops at once
-            result, paths = run_case(case, args, params, progress=(lambda f, m: bar(f, f"{case.name}: {m}")) if bar else None, cancel=CancelToken())
+            result, _ = run_case(case, args, params, progress=(lambda f, m: bar(f, f"{case.name}: {m}")) if bar else None, cancel=CancelToken())
     finally:
         if bar:
             bar.close()
