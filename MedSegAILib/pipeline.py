@@ -6,9 +6,8 @@ The CLI (``medsegai segment``), the Slicer module's background process and the t
 
 from __future__ import annotations
 
-import functools
-
 import datetime as _dt
+import functools
 import platform
 import time
 from pathlib import Path
@@ -108,7 +107,7 @@ def read_seeds(path, reference: sitk.Image) -> sitk.Image:
 def _memory_notes(method: str, params: Dict[str, Any], channels: Sequence[sitk.Image], keep_probabilities: bool) -> list:
     """Refuse (ResourceError) a run whose estimated peak exceeds what the process may use;
     otherwise the note to show first when it needs more than a few times its input."""
-    from .core.memory import require_memory
+    from .core.memory import ADVICE, require_memory
     from .methods.memory_estimate import NOTE_ABOVE_INPUT, NOTE_MIN_BYTES, estimate_run_bytes
 
     n = int(np.prod(channels[0].GetSize()))
@@ -122,10 +121,9 @@ def _memory_notes(method: str, params: Dict[str, Any], channels: Sequence[sitk.I
     if limit_gb > 0:  # the user's own limit replaces the available memory, as in the solvers
         if to_come > limit_gb * 2**30:
             raise ResourceError(f"{method} on {n:,} voxels would need about {to_come / 2**30:.1f} GiB of memory, more than max_memory_gb={limit_gb:g}")
-    elif params.get("mode") == "full":
-        require_memory(to_come, f"{method} on {n:,} voxels", "use mode=banded (coarse-to-fine), crop the volume or use a machine with more memory")
     else:
-        require_memory(to_come, f"{method} on {n:,} voxels")
+        advice = "use mode=banded (coarse-to-fine), " if params.get("mode") == "full" else ""
+        require_memory(to_come, f"{method} on {n:,} voxels", advice + ADVICE)
     if need <= NOTE_ABOVE_INPUT * input_bytes or need < NOTE_MIN_BYTES:
         return []
     return [
@@ -178,7 +176,6 @@ def segment(
     stages : list or None
         Rows of stage timings (:mod:`MedSegAILib.core.stages`) to append to; the result's
         provenance keeps the same list (``stages``), a new one when None.
-
     keep_probabilities : bool
         Keep the method's per-class posteriors in ``result.probabilities`` (K float32 values a
         voxel: 1.3 GB for a full-size CT with three classes); None otherwise.
@@ -246,6 +243,9 @@ def segment(
         instances, table, classes = label_instances(
             labels, out.classes, connectivity=options.connectivity, uncertainty=uncertainty, stuff_labels=stuff
         )
+    extra = {**(out.extra or {}), **_dicom_record(input_files)}
+    if notes:  # the memory note first, then the method's own warnings
+        extra["warnings"] = notes + list(extra.get("warnings", []))
     provenance = Provenance(
         method=spec.name,
         family=spec.family,
@@ -258,7 +258,7 @@ def segment(
         created_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         library_versions=_library_versions(),
         postprocessing=options.to_dict(),
-        extra={**(out.extra or {}), **_dicom_record(input_files), **({"warnings": notes + list((out.extra or {}).get("warnings", []))} if notes else {})},
+        extra=extra,
         stages=stages,
     )
     prog.update(1.0, "done")

@@ -86,7 +86,11 @@ def available_memory_bytes(default: int = 8 << 30) -> int:
     return min(found) if found else default
 
 
-def require_memory(need_bytes: int, what: str, advice: str = "crop the volume or use a machine with more memory") -> None:
+#: What :func:`require_memory` suggests unless told otherwise.
+ADVICE = "crop the volume or use a machine with more memory"
+
+
+def require_memory(need_bytes: int, what: str, advice: str = ADVICE) -> None:
     """Raise ResourceError (one line, with the figures) when ``need_bytes`` exceeds 80 % of
     :func:`available_memory_bytes`; a run is refused before its work instead of dying in it."""
     from .errors import ResourceError
