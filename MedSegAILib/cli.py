@@ -25,6 +25,7 @@ COMMANDS = (
     "radiomics",
     "train",
     "export_onnx",
+    "ensemble",
     "methods",
 )
 

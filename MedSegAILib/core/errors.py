@@ -24,6 +24,16 @@ class MissingDependencyError(MedSegAIError, ImportError):
         )
 
 
+#: How every domain refusal starts (OutOfDomainError), for the panel to recognise it.
+OUT_OF_DOMAIN_START = "the input is unlike "
+
+
+class OutOfDomainError(InputError):
+    """The input is unlike what a method learned from (a deep model's training data, an atlas
+    library's images); the message starts with :data:`OUT_OF_DOMAIN_START` and names the
+    reasons in one line."""
+
+
 class Cancelled(MedSegAIError):
     """The user cancelled a running job; nothing was written."""
 

@@ -39,6 +39,10 @@ class MethodOutput:
         SHA-256 of the model weights, for learned methods.
     extra : dict
         Method-specific diagnostics (e.g. thresholds, energies), JSON-serialisable.
+    member_uncertainty : sitk.Image or None
+        For an ensemble of models: the members' mean own normalised entropy in [0, 1]
+        (float32), what a single member says of the input; the domain check compares it with
+        single members' outputs on cases they did not train on. None otherwise.
     """
 
     labels: sitk.Image
@@ -48,6 +52,7 @@ class MethodOutput:
     parameters: Dict[str, Any] = field(default_factory=dict)
     model_hash: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict)
+    member_uncertainty: Optional[sitk.Image] = None
 
 
 @dataclass

@@ -25,10 +25,13 @@ def model_summary(card: dict) -> str:
         if spacing:
             text += " at " + " x ".join(f"{float(s):g}" for s in spacing) + " mm"
         parts.append(text)
+    members = card.get("members") if isinstance(card.get("members"), list) else None
+    if members:
+        parts.append(f"ensemble of {len(members)} models")
     dice = card.get("validation", {}).get("mean_dice")
     if dice is not None:
-        parts.append(f"validation Dice {float(dice):.3f}")
-    if card.get("onnx"):
+        parts.append(f"validation Dice {float(dice):.3f}" + (" (members on their own validation cases)" if members else ""))
+    if (all(isinstance(m, dict) and m.get("onnx") for m in members) if members else card.get("onnx")):
         parts.append("runs without PyTorch (ONNX export)")
     return "; ".join(parts)
 

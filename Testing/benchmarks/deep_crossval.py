@@ -49,9 +49,10 @@ from MedSegAILib.methods.deep.model_store import load_model  # noqa: E402
 
 WORK = REPO / "Testing" / "benchmarks" / "work" / "crossval"
 
-def train_command(fold: int, budget_min: float, seed: int) -> list:
-    """The ``medsegai train`` command of one fold (the recipe of deep.md, one thread)."""
-    return recipe_command(DATA, WORK / f"fold{fold}", budget_min=budget_min, seed=seed, extra=("--fold", str(fold), "--val-cases", "40"))
+def train_command(fold: int, budget_min: float, seed: int, work: Path = WORK, extra=()) -> list:
+    """The ``medsegai train`` command of one fold (the recipe of deep.md, one thread), writing
+    ``work/fold<k>``; ``extra`` adds options."""
+    return recipe_command(DATA, work / f"fold{fold}", budget_min=budget_min, seed=seed, extra=("--fold", str(fold), "--val-cases", "40", *extra))
 
 
 def recipe_text(budget_min: float, seed: int) -> str:
@@ -62,23 +63,25 @@ def recipe_text(budget_min: float, seed: int) -> str:
     return text.replace(str(DATA), "../shared/data/hippocampus").replace(str(REPO) + "/", "").replace("fold0", "foldK").replace("--fold 0", "--fold K")
 
 
-def train_folds(folds, budget_min: float, seed: int) -> None:
-    """Start every fold at once (one thread each) and wait; a CPU-time budget keeps them equal
-    however the cores are shared. A failed fold stops the others."""
-    WORK.mkdir(parents=True, exist_ok=True)
-    taken = [k for k in folds if (WORK / f"fold{k}" / "model.json").exists()]
+def train_folds(folds, budget_min: float, seed: int, work: Path = WORK, extra=(), seed_per_fold: bool = False) -> None:
+    """Start every fold at once (one thread each) in ``work`` and wait; a CPU-time budget keeps
+    them equal however the cores are shared. A failed fold stops the others. ``seed_per_fold``
+    gives fold k the seed ``seed + k`` (members of an ensemble should differ)."""
+    work.mkdir(parents=True, exist_ok=True)
+    taken = [k for k in folds if (work / f"fold{k}" / "model.json").exists()]
     if taken:
-        raise SystemExit(f"{', '.join(str(WORK / f'fold{k}') for k in taken)} already hold models; move them away to train again")
+        raise SystemExit(f"{', '.join(str(work / f'fold{k}') for k in taken)} already hold models; move them away to train again")
     procs = {}
     for k in folds:
-        with open(WORK / f"fold{k}.log", "w") as log:  # the child keeps its own handle
-            procs[k] = subprocess.Popen(train_command(k, budget_min, seed), stdout=log, stderr=subprocess.STDOUT)
+        with open(work / f"fold{k}.log", "w") as log:  # the child keeps its own handle
+            command = train_command(k, budget_min, seed + k if seed_per_fold else seed, work, extra)
+            procs[k] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
         while True:
             codes = {k: p.poll() for k, p in procs.items()}
             failed = [k for k, c in codes.items() if c not in (None, 0)]
             if failed:
-                raise SystemExit(f"fold {failed[0]} failed (exit {codes[failed[0]]}); see {WORK / f'fold{failed[0]}.log'}")
+                raise SystemExit(f"fold {failed[0]} failed (exit {codes[failed[0]]}); see {work / f'fold{failed[0]}.log'}")
             if None not in codes.values():
                 return
             time.sleep(5)

@@ -165,23 +165,45 @@ def check_output(record: Optional[dict], features: dict, class_names: Dict[str, 
     return DomainVerdict(not reasons, reasons, {"output": features}, "after inference")
 
 
-def record_domain(model_dir, train_images: Sequence[Sequence], val_images: Sequence[Sequence], *, source: str = "") -> dict:
-    """Write ``model_dir``'s card ``domain`` entry: the input features of ``train_images`` and
-    the model's own output features on ``val_images`` (each item: one case's channel files).
-    Returns the record; the weights and their SHA-256 are untouched."""
+def result_features(out) -> dict:
+    """:func:`output_features` of a deep run's MethodOutput, on the uncertainty the check
+    compares: an ensemble's members' own mean entropy (``member_uncertainty``, the terms of a
+    record made from single members' out-of-fold outputs), else the run's uncertainty."""
+    unc = out.member_uncertainty if out.member_uncertainty is not None else out.uncertainty
+    return output_features(out.labels, unc, [c.label for c in out.classes])
+
+
+def check_result(record: Optional[dict], out) -> DomainVerdict:
+    """:func:`check_output` of a deep run's MethodOutput (see :func:`result_features`)."""
+    return check_output(record, result_features(out), {str(c.label): c.name for c in out.classes})
+
+
+def case_output_features(case: Sequence, model) -> dict:
+    """:func:`result_features` of ``model`` (a name or folder) on one case's channel files."""
+    from .inference import segment_with_model
+
+    return result_features(segment_with_model([sitk.Cast(sitk.ReadImage(str(p)), sitk.sitkFloat32) for p in case], str(model)))
+
+
+def write_record(model_dir, record: dict) -> None:
+    """Put ``record`` into ``model_dir``'s card as its ``domain`` entry; the weights and their
+    SHA-256 are untouched."""
     import json
     from pathlib import Path
 
-    from .inference import segment_with_model
-
-    model_dir = Path(model_dir)
-    inputs = [input_features([sitk.ReadImage(str(p)) for p in case]) for case in train_images]
-    outputs = []
-    for case in val_images:
-        result = segment_with_model([sitk.Cast(sitk.ReadImage(str(p)), sitk.sitkFloat32) for p in case], str(model_dir))
-        outputs.append(output_features(result.labels, result.uncertainty, [c.label for c in result.classes]))
-    record = build_record(inputs, outputs, source=source or f"input features of the {len(inputs)} training cases, output features of the {len(outputs)} validation cases")
-    card = json.loads((model_dir / "model.json").read_text())
+    path = Path(model_dir) / "model.json"
+    card = json.loads(path.read_text())
     card["domain"] = record
-    (model_dir / "model.json").write_text(json.dumps(card, indent=2))
+    path.write_text(json.dumps(card, indent=2))
+
+
+def record_domain(model_dir, train_images: Sequence[Sequence], val_images: Sequence[Sequence], *, source: str = "") -> dict:
+    """Write ``model_dir``'s card ``domain`` entry: the input features of ``train_images`` and
+    the model's own output features on ``val_images`` (each item: one case's channel files).
+    Returns the record. For an ensemble, build the record from each member's outputs on its
+    own validation cases instead (:func:`case_output_features` with the member's folder)."""
+    inputs = [input_features([sitk.ReadImage(str(p)) for p in case]) for case in train_images]
+    outputs = [case_output_features(case, model_dir) for case in val_images]
+    record = build_record(inputs, outputs, source=source or f"input features of the {len(inputs)} training cases, output features of the {len(outputs)} validation cases")
+    write_record(model_dir, record)
     return record

@@ -21,7 +21,7 @@ from ...core.slabs import worker_count
 from ...uncertainty.entropy import normalized_entropy
 from .model_cache import PROCESS_MODELS
 from .model_store import resolve_model_dir
-from .pass_averaging import average_passes
+from .pass_averaging import average_members, average_passes
 from .preprocess import prepare_channels
 
 FLIPS_3D = ((), (2,), (3,), (4,))  # tensor axes (B, C, Z, Y, X): none, z, y, x
@@ -135,7 +135,10 @@ def segment_with_model(
     ----------
     channels : list of sitk.Image
         As many channels as the model's plan has, on one grid.
-    model : LoadedModel (torch), OnnxModel, or a shipped model name / model folder
+    model : LoadedModel (torch), OnnxModel, an Ensemble of either, or a shipped model name / model folder
+        An ensemble averages its members' probabilities (each with the same flips and
+        dropout passes); its mutual information includes their disagreement, and the output's
+        ``member_uncertainty`` is the members' mean own entropy (for the domain check).
     device : "auto", "cpu" or "cuda"
     tta : bool
         Average over flips along each axis (4 passes).
@@ -155,7 +158,10 @@ def segment_with_model(
     progress = progress or Progress()
     if uncertainty not in ("entropy", "mutual_information"):
         raise InputError(f"uncertainty must be 'entropy' or 'mutual_information', got '{uncertainty}'")
-    if isinstance(model, OnnxModel):
+    from .model_store import Ensemble, LoadedModel, load_model
+
+    given_onnx = isinstance(model, OnnxModel) or (isinstance(model, Ensemble) and isinstance(model.members[0], OnnxModel))
+    if given_onnx:
         engine, why = "onnx", "model loaded in ONNX Runtime"
         if mc_samples or runtime == "torch" or device not in ("auto", "cpu"):
             raise InputError(
@@ -167,7 +173,7 @@ def segment_with_model(
     if engine == "onnx":
         dev = "cpu"
         progress.update(0.0, f"runtime: ONNX Runtime on the CPU ({why})")
-        if not isinstance(model, OnnxModel):
+        if not given_onnx:
             folder = resolve_model_dir(model if isinstance(model, (str, Path)) else model.folder)
             # Read and verified once per process while its files are unchanged (a cohort worker's next cases).
             model = PROCESS_MODELS.get("onnx", folder, "cpu", lambda: load_onnx_model(folder, threads=worker_count()))
@@ -177,16 +183,16 @@ def segment_with_model(
             import torch
         except ImportError as exc:
             raise MissingDependencyError(exc.name or "torch", "deep", f"the torch runtime of the deep method (chosen because {why})") from exc
-        from .model_store import LoadedModel, load_model
-
         dev = resolve_device(device)
         progress.update(0.0, f"runtime: torch, device: {dev} ({why})")
-        if not isinstance(model, LoadedModel):
+        if not isinstance(model, (LoadedModel, Ensemble)):
             folder = resolve_model_dir(model)
             model = PROCESS_MODELS.get("torch", folder, dev, lambda: load_model(folder, dev))
         else:
-            model.network.to(dev)
+            for member in _members(model):
+                member.network.to(dev)
     plan = model.plan
+    members = _members(model)
     if len(channels) != plan.in_channels:
         raise InputError(f"the model expects {plan.in_channels} input channel(s), {len(channels)} given")
     arr, grid = prepare_channels(channels, plan)
@@ -195,11 +201,19 @@ def segment_with_model(
     have = available_memory_bytes()
     if need > 0.9 * have:
         raise ResourceError(f"inference would need about {need / 1e9:.1f} GB of memory, {have / 1e9:.1f} GB are available; crop the volume or use a machine with more memory")
-    if engine == "onnx":
-        prob, mi = predict_array_onnx(model, arr, flips=flips, progress=progress.sub(0.05, 0.9))
-    else:
+    if engine == "torch":
         torch.set_num_threads(worker_count())
-        prob, mi = predict_array(model.network, arr, plan, device=dev, flips=flips, mc_samples=mc_samples, progress=progress.sub(0.05, 0.9))
+
+    def member_results():
+        span = 0.85 / len(members)
+        for i, member in enumerate(members):
+            part = progress.sub(0.05 + i * span, 0.05 + (i + 1) * span)
+            if engine == "onnx":
+                yield predict_array_onnx(member, arr, flips=flips, progress=part)
+            else:
+                yield predict_array(member.network, arr, plan, device=dev, flips=flips, mc_samples=mc_samples, progress=part)
+
+    prob, mi, own = average_members(member_results(), len(members))
     prob = probabilities_to_input_grid(prob, grid, channels[0])
     labels = np.argmax(prob, axis=0).astype(np.uint8)
     label_img = sitk.GetImageFromArray(labels)
@@ -212,6 +226,11 @@ def segment_with_model(
     else:
         unc = sitk.GetImageFromArray(normalized_entropy(prob, axis=0))
         unc.CopyInformation(channels[0])
+    member_unc = None
+    if len(members) > 1:
+        own_img = sitk.GetImageFromArray(own)
+        own_img.CopyInformation(grid)
+        member_unc = sitk.Resample(own_img, channels[0], sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     classes = []
     for lab in range(1, plan.num_classes):
         name = plan.class_names.get(str(lab), f"Label {lab}")
@@ -225,12 +244,21 @@ def segment_with_model(
         uncertainty=unc,
         parameters={"model": str(model.folder), "device": dev, "runtime": engine, "tta": tta, "mc_samples": mc_samples, "uncertainty": uncertainty},
         model_hash=model.sha256,
+        member_uncertainty=member_unc,
         extra={
             "network": plan.network,
             "model_name": model.card.get("name"),
             "device": dev,
             "runtime": "onnxruntime" if engine == "onnx" else "torch",
             "runtime_reason": why,
-            **({"onnx_sha256": model.onnx_sha256} if engine == "onnx" else {}),
+            **({"ensemble_members": [m.sha256 for m in members]} if len(members) > 1 else {}),
+            **({"onnx_sha256": members[0].onnx_sha256 if len(members) == 1 else [m.onnx_sha256 for m in members]} if engine == "onnx" else {}),
         },
     )
+
+
+def _members(model) -> list:
+    """The networks of a loaded model: an Ensemble's members, or the model itself."""
+    from .model_store import Ensemble
+
+    return list(model.members) if isinstance(model, Ensemble) else [model]

@@ -5,6 +5,13 @@ validation figures, software versions, the weights' SHA-256) and ``model.sha256`
 ``model.onnx``, an export of the same weights (see ``onnx_export``), recorded in both. Loading
 checks the weights' SHA-256 against both records and refuses a mismatch, so a tampered or
 truncated file is never run. Shipped models live in ``Resources/Models/<name>``.
+
+An ensemble is one folder with one card whose ``members`` list names each member's weights
+(``member<k>.safetensors``), their SHA-256 and their ONNX export (``member<k>.onnx``), next to
+the plan, classes and domain the members share; ``sha256`` is then the ensemble's identity, the
+SHA-256 of the members' digests in order (:func:`ensemble_digest`). Every member file is
+verified like a single model's weights. :func:`member_cards` gives each member as a card of
+its own, so one code path loads, verifies and runs either kind.
 """
 
 from __future__ import annotations
@@ -12,9 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 from ...core.errors import InputError
 from ...resources import models_dir
@@ -91,9 +99,21 @@ class LoadedModel:
     folder: Path
 
 
+@dataclass
+class Ensemble:
+    """The verified members of an ensemble folder (each a LoadedModel or an OnnxModel), with
+    the shared plan and the one card; ``sha256`` is the ensemble's identity."""
+
+    members: List
+    plan: Plan
+    card: dict
+    sha256: str
+    folder: Path
+
+
 def read_card(folder: Path) -> dict:
     folder = Path(folder)
-    if not (folder / CARD).exists() or not (folder / WEIGHTS).exists():
+    if not (folder / CARD).exists():
         raise InputError(f"'{folder}' is not a MedSegAI model folder (it needs {WEIGHTS} and {CARD})")
     try:
         card = json.loads((folder / CARD).read_text())
@@ -101,7 +121,40 @@ def read_card(folder: Path) -> dict:
         raise InputError(f"the model card '{folder / CARD}' is not valid JSON ({exc})") from None
     if not isinstance(card, dict):
         raise InputError(f"the model card '{folder / CARD}' is not a JSON object")
+    if not is_ensemble(card) and not (folder / WEIGHTS).exists():
+        raise InputError(f"'{folder}' is not a MedSegAI model folder (it needs {WEIGHTS} and {CARD})")
     return card
+
+
+def is_ensemble(card: dict) -> bool:
+    """Whether a card describes an ensemble (a ``members`` list)."""
+    return "members" in card
+
+
+def ensemble_digest(member_digests) -> str:
+    """An ensemble's identity: the SHA-256 of its members' SHA-256 digests, in order."""
+    return hashlib.sha256("\n".join(member_digests).encode()).hexdigest()
+
+
+def member_cards(card: dict, folder: Path) -> List[dict]:
+    """Each network of a model as a card of its own: ``[card]`` for one network; for an
+    ensemble, the shared entries (plan, classes, domain, ...) with each member's ``weights``,
+    ``sha256`` and ``onnx``. InputError when the members list is malformed or its recorded
+    identity does not match the members' digests."""
+    if not is_ensemble(card):
+        return [card]
+    members = card["members"]
+    if not isinstance(members, list) or not members or not all(isinstance(m, dict) for m in members):
+        raise InputError(f"the model card of '{folder}' has an unusable members list (it needs one entry per member)")
+    shared = {k: v for k, v in card.items() if k != "members"}
+    out = []
+    for i, m in enumerate(members):
+        if not isinstance(m.get("weights"), str) or not isinstance(m.get("sha256"), str):
+            raise InputError(f"member {i} of the ensemble '{folder}' names no weights file and SHA-256")
+        out.append({**shared, **m, "member": i})
+    if card.get("sha256") != ensemble_digest([m["sha256"] for m in members]):
+        raise InputError(f"the ensemble identity recorded in '{folder / CARD}' does not match its members' SHA-256; the card was changed, refusing to load it")
+    return out
 
 
 @dataclass
@@ -184,21 +237,40 @@ def verify_file(folder: Path, name: str, card_digest: Optional[str], what: str, 
 
 
 def read_verified_weights(model: Union[str, Path]) -> VerifiedWeights:
-    """Read a model's weights (safetensors, no pickle) once their SHA-256 matches the card and
-    ``model.sha256``; raises InputError on a mismatch. Builds no network."""
-    import safetensors.torch
-
+    """Read a single model's weights (safetensors, no pickle) once their SHA-256 matches the
+    card and ``model.sha256``; raises InputError on a mismatch or for an ensemble (name one of
+    its members' folders instead). Builds no network."""
     folder = resolve_model_dir(model)
     card = read_card(folder)
-    data, digest = read_verified_bytes(folder, weights_name(card), card.get("sha256"), "the weights")
+    if is_ensemble(card):
+        raise InputError(f"'{folder}' is an ensemble of {len(card['members'])} models, not one set of weights; use one member's own model folder")
+    return _verified_member(folder, card)
+
+
+def read_verified_members(model: Union[str, Path]) -> List[VerifiedWeights]:
+    """The verified weights of every network of a model (one for a single model)."""
+    folder = resolve_model_dir(model)
+    card = read_card(folder)
+    return [_verified_member(folder, c) for c in member_cards(card, folder)]
+
+
+def _verified_member(folder: Path, card: dict) -> VerifiedWeights:
+    import safetensors.torch
+
+    what = "the weights" if "member" not in card else f"the weights of member {card['member']}"
+    data, digest = read_verified_bytes(folder, weights_name(card), card.get("sha256"), what)
     state = safetensors.torch.load(data)  # the verified bytes themselves, not the file again
     return VerifiedWeights(state, plan_of(card, folder), card, digest, folder)
 
 
+_MEMBER_FILE = re.compile(r"member\d{1,3}\.safetensors")
+
+
 def weights_name(card: dict) -> str:
-    """The weights file a card names (``model.safetensors``); only that name is accepted."""
+    """The weights file a card names: ``model.safetensors``, or ``member<k>.safetensors`` for a
+    member of an ensemble; no other name is accepted."""
     name = str(card.get("weights", WEIGHTS))
-    if name != WEIGHTS:
+    if name != WEIGHTS and not ("member" in card and _MEMBER_FILE.fullmatch(name)):
         raise InputError(f"the model card names the weights '{name}'; MedSegAI models keep their weights in {WEIGHTS}")
     return name
 
@@ -221,16 +293,23 @@ def plan_of(card: dict, folder: Path) -> Plan:
     return plan
 
 
-def load_model(model: Union[str, Path], device: Optional[str] = "cpu") -> LoadedModel:
-    """Verify and load a model; raises InputError when the checksum does not match."""
+def load_model(model: Union[str, Path], device: Optional[str] = "cpu") -> Union[LoadedModel, Ensemble]:
+    """Verify and load a model in torch: a LoadedModel, or an Ensemble of them for an ensemble
+    folder; raises InputError when a checksum does not match."""
     from .networks import build_network
 
-    w = read_verified_weights(model)
-    net = build_network(w.plan)
-    try:
-        net.load_state_dict(w.state_dict)
-    except RuntimeError as exc:  # shapes or names that the card's plan does not describe
-        raise InputError(f"the weights in '{w.folder}' do not fit the network the model card describes: {str(exc).splitlines()[0]}") from None
-    net.to(device or "cpu")
-    net.eval()
-    return LoadedModel(net, w.plan, w.card, w.sha256, w.folder)
+    folder = resolve_model_dir(model)
+    card = read_card(folder)
+    loaded = []
+    for w in (_verified_member(folder, c) for c in member_cards(card, folder)):
+        net = build_network(w.plan)
+        try:
+            net.load_state_dict(w.state_dict)
+        except RuntimeError as exc:  # shapes or names that the card's plan does not describe
+            raise InputError(f"the weights in '{w.folder}' do not fit the network the model card describes: {str(exc).splitlines()[0]}") from None
+        net.to(device or "cpu")
+        net.eval()
+        loaded.append(LoadedModel(net, w.plan, w.card, w.sha256, w.folder))
+    if is_ensemble(card):
+        return Ensemble(loaded, loaded[0].plan, card, card["sha256"], folder)
+    return loaded[0]

@@ -23,7 +23,7 @@ from typing import Dict, Union
 import numpy as np
 
 from ...core.errors import InputError, MissingDependencyError
-from .model_store import CARD, CHECKSUM, ONNX_FILE, WEIGHTS, load_model, sha256_file
+from .model_store import CARD, CHECKSUM, ONNX_FILE, WEIGHTS, Ensemble, load_model, sha256_file
 
 OPSET = 18
 
@@ -81,6 +81,8 @@ def export_onnx(model: Union[str, Path], *, tolerance: float = 1e-3, seed: int =
     import torch
 
     loaded = load_model(model, "cpu")
+    if isinstance(loaded, Ensemble):
+        raise InputError(f"'{loaded.folder}' is an ensemble: export each member with medsegai export-onnx MEMBER_DIR, then assemble them again with medsegai ensemble")
     folder, plan, net = loaded.folder, loaded.plan, loaded.network.eval()
     shape = (plan.in_channels, *plan.patch_size_zyx)
     tmp = folder / (ONNX_FILE + ".partial")

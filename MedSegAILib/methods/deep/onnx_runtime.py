@@ -25,7 +25,19 @@ import numpy as np
 
 from ...core.errors import InputError, MissingDependencyError
 from ...core.progress import Progress
-from .model_store import ONNX_FILE, WEIGHTS, plan_of, read_card, read_verified_bytes, resolve_model_dir, verify_file, weights_name
+from .model_store import (
+    ONNX_FILE,
+    WEIGHTS,
+    Ensemble,
+    is_ensemble,
+    member_cards,
+    plan_of,
+    read_card,
+    read_verified_bytes,
+    resolve_model_dir,
+    verify_file,
+    weights_name,
+)
 from .plan import Plan
 from .sliding_window import sliding_window_logits
 
@@ -45,9 +57,15 @@ class OnnxModel:
 
 
 def export_status(folder: Path, card: dict) -> str:
-    """"none" (no export recorded), "stale" (exported from other weights) or "ready"."""
+    """"none" (no export recorded), "stale" (exported from other weights) or "ready"; for an
+    ensemble, "ready" only when every member's export is."""
+    states = {_member_export_status(folder, c) for c in member_cards(card, folder)}
+    return "none" if "none" in states else "stale" if "stale" in states else "ready"
+
+
+def _member_export_status(folder: Path, card: dict) -> str:
     entry = card.get("onnx")
-    if not entry or not (Path(folder) / entry.get("file", ONNX_FILE)).exists():
+    if not isinstance(entry, dict) or not (Path(folder) / str(entry.get("file", ONNX_FILE))).exists():
         return "none"
     if entry.get("weights_sha256") != card.get("sha256"):
         return "stale"
@@ -65,27 +83,37 @@ def export_problem(folder: Path, card: dict) -> Optional[str]:
     return None
 
 
-def load_onnx_model(model: Union[str, Path], threads: Optional[int] = None) -> OnnxModel:
-    """Verify a model's ONNX export and open an ONNX Runtime session on the CPU.
+def load_onnx_model(model: Union[str, Path], threads: Optional[int] = None) -> Union[OnnxModel, Ensemble]:
+    """Verify a model's ONNX export and open an ONNX Runtime session on the CPU (one per
+    member, in an Ensemble, for an ensemble folder).
 
     Raises InputError when the model has no export, when the export came from other weights,
     or when the file does not match its recorded SHA-256.
     """
     if importlib.util.find_spec("onnxruntime") is None:
         raise MissingDependencyError("onnxruntime", "onnx", "the ONNX runtime of the deep method")
-    import onnxruntime
-
     folder = resolve_model_dir(model)
     card = read_card(folder)
     problem = export_problem(folder, card)
     if problem:
         raise InputError(problem)
+    members = [_open_member(folder, c, threads) for c in member_cards(card, folder)]
+    if is_ensemble(card):
+        return Ensemble(members, members[0].plan, card, card["sha256"], folder)
+    return members[0]
+
+
+def _open_member(folder: Path, card: dict, threads: Optional[int]) -> OnnxModel:
+    """One network's verified export in an ONNX Runtime session (``card``: see member_cards)."""
+    import onnxruntime
+
     # The export stands for the weights: both files must be the recorded ones, and the bytes
     # that were hashed are the bytes ONNX Runtime gets (never the path again).
     remedy = f"; export it again with: medsegai export-onnx {folder}, or run with --param runtime=torch"
-    verify_file(folder, weights_name(card), card.get("sha256"), "the weights", "; the model cannot be trusted")
+    of = "" if "member" not in card else f" of member {card['member']}"
+    verify_file(folder, weights_name(card), card.get("sha256"), "the weights" + of, "; the model cannot be trusted")
     entry = card["onnx"]
-    data, digest = read_verified_bytes(folder, entry.get("file", ONNX_FILE), entry.get("sha256"), "the ONNX export", remedy)
+    data, digest = read_verified_bytes(folder, entry.get("file", ONNX_FILE), entry.get("sha256"), "the ONNX export" + of, remedy)
     plan = plan_of(card, folder)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = int(threads or os.cpu_count() or 1)

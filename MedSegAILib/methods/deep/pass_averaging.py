@@ -47,3 +47,25 @@ def average_passes(logit_passes: Iterable[np.ndarray], n_passes: int, progress: 
     mean_h /= n_passes
     mi = np.clip(normalized_entropy(mean, axis=0) - mean_h, 0.0, 1.0)
     return mean.astype(np.float32), mi.astype(np.float32)
+
+
+def average_members(member_results: Iterable[Tuple[np.ndarray, np.ndarray]], n_members: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An ensemble's predictive distribution from its members' own (mean softmax, mutual
+    information) pairs, as :func:`average_passes` gives them.
+
+    Returns the mean softmax over members (K, Z, Y, X); the normalised mutual information over
+    every pass of every member, H[E p] - E H[p] (Z, Y, X), which includes the members'
+    disagreement; and the members' mean own entropy, mean_m H[p_m] (Z, Y, X): what one member
+    says of the input, comparable with a record of single members' outputs on cases they did
+    not train on. One member gives back its own probabilities, mutual information and entropy.
+    """
+    mean = own = expected = None
+    for p, mi in member_results:
+        h = normalized_entropy(p, axis=0)
+        mean = p.astype(np.float32) if mean is None else mean + p
+        own = h if own is None else own + h
+        expected = h - mi if expected is None else expected + (h - mi)  # E over its passes of H[p]
+    mean /= n_members
+    own /= n_members
+    mi = np.clip(normalized_entropy(mean, axis=0) - expected / n_members, 0.0, 1.0)
+    return mean.astype(np.float32), mi.astype(np.float32), own.astype(np.float32)
