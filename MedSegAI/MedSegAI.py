@@ -174,9 +174,6 @@ def parameterNodeClass():
 
 #: Fields the widget keeps in sync itself (combos filled from the registry, the parameter form,
 #: and the folder paths); every other field is bound through its widget's SlicerParameterName.
-#: How the library's domain check starts its refusal (MedSegAILib.methods.deep.method).
-OUT_OF_DOMAIN = "the input is unlike the model's training data"
-
 MANUALLY_BOUND_PARAMETERS = ("methodFamily", "method", "methodParameters", "model", "modelFolder", "atlasFolder", "surfaceFolder")
 PATH_WIDGETS = {"modelFolder": "modelFolderPathLineEdit", "atlasFolder": "atlasFolderPathLineEdit", "surfaceFolder": "surfaceFolderPathLineEdit"}
 
@@ -526,12 +523,12 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 slicer.util.warningDisplay(_(warning), windowTitle=_("Many segments"))
         elif outcome.status == "cancelled":
             self.ui.statusLabel.text = _("Cancelled; the scene is unchanged.")
-        elif outcome.message.startswith(OUT_OF_DOMAIN) and not self._parameterNode.allowOutOfDomain:
+        elif self._isDomainRefusal(outcome.message) and not self._parameterNode.allowOutOfDomain:
             # The same message as the command line, and the choice, before any result is loaded.
-            self.ui.statusLabel.text = _("Not segmented: the input is unlike the model's training data.")
+            self.ui.statusLabel.text = _("Not segmented: the input is unlike what the method learned from.")
             if slicer.util.confirmOkCancelDisplay(
                 _("{message}\n\nSegment it anyway? The result will be marked as out of domain.").format(message=outcome.message),
-                windowTitle=_("Unlike the training data"),
+                windowTitle=_("Out of domain"),
             ):
                 self._parameterNode.allowOutOfDomain = True
                 try:
@@ -547,6 +544,13 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 _("Segmentation failed: {message}").format(message=message), detailedText="\n".join(outcome.log_tail)
             )
         self._updateButtons()
+
+    @staticmethod
+    def _isDomainRefusal(message: str) -> bool:
+        """Whether a failed run was the domain check's refusal (a deep model or an atlas library)."""
+        from MedSegAILib.core.errors import OUT_OF_DOMAIN_START
+
+        return message.startswith(OUT_OF_DOMAIN_START)
 
     def onShowTable(self) -> None:
         if self._lastNodes is not None:

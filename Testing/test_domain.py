@@ -42,7 +42,8 @@ def test_on_request_it_is_segmented_and_marked_out_of_domain(shared_data, tmp_pa
 
 def test_validation_cases_are_in_domain(shared_data, tmp_path):
     card = json.loads((models_dir() / "hippocampus" / "model.json").read_text())
-    for name in card["training"]["validation_cases"][:3]:
+    split = card["members"][0]["training"] if "members" in card else card["training"]
+    for name in split["validation_cases"][:3]:
         out = tmp_path / name
         proc = run_cli("segment", shared_data / "hippocampus" / "imagesTr" / f"{name}.nii.gz", "-m", "deep", "--model", "hippocampus", "--no-radiomics", "-o", out)
         assert proc.returncode == 0, proc.stderr
@@ -81,11 +82,20 @@ def test_the_panel_recognises_the_refusal_and_the_report_shows_the_verdict(share
     says the verdict at the top."""
     import ast
 
-    from MedSegAILib.methods.deep.method import _refusal
+    import pytest
+
+    from MedSegAILib.core.errors import OUT_OF_DOMAIN_START, OutOfDomainError
+    from MedSegAILib.methods.deep.domain import DomainVerdict
+    from MedSegAILib.methods.domain_gate import refuse_unless_allowed
 
     tree = ast.parse((REPO / "MedSegAI" / "MedSegAI.py").read_text())
-    prefix = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "OUT_OF_DOMAIN")
-    assert _refusal(["x"]).startswith(prefix)
+    check = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "_isDomainRefusal")
+    assert "OUT_OF_DOMAIN_START" in {n.id for n in ast.walk(check) if isinstance(n, ast.Name)}
+    for source in ("the model's training data", "the atlas library's images"):
+        with pytest.raises(OutOfDomainError) as refused:
+            refuse_unless_allowed(DomainVerdict(False, ["x"]), False, source)
+        assert str(refused.value).startswith(OUT_OF_DOMAIN_START + source)
+    refuse_unless_allowed(DomainVerdict(False, ["x"]), True, "the model's training data")  # allowed: no error
     out = tmp_path / "o"
     proc = run_cli("segment", shared_data / "mr_tumor" / "brain2_image.nrrd", "-m", "deep", "--model", "hippocampus", "--allow-out-of-domain", "--report", "--no-radiomics", "-o", out)
     assert proc.returncode == 0, proc.stderr

@@ -76,7 +76,7 @@ RUN_FIELDS: Tuple[Field, ...] = (
     Field("radiomics", "bool", True, "--no-radiomics", "no_radiomics", "per-instance radiomics columns of instances.csv"),
     Field(
         "allowOutOfDomain", "bool", False, "--allow-out-of-domain", "allow_out_of_domain",
-        "segment an input the model finds unlike its training data (deep); the result is marked out of domain",
+        "segment an input unlike what the method learned from (a deep model's training data, an atlas library's images); the result is marked out of domain",
     ),
 )
 

@@ -4,16 +4,20 @@ out-of-domain inputs.
     .venv/bin/python Testing/benchmarks/deep_domain.py --record   # writes the card's "domain"
     .venv/bin/python Testing/benchmarks/deep_domain.py            # the benchmark
 
-``--record`` takes the input features of the model's 160 training cases and the output features
-of its 40 validation cases (the card's split) and writes ``Resources/Models/hippocampus/model.json``'s
-``domain`` entry (the weights and their SHA-256 are untouched).
+``--record`` takes the input features of the cases the model learned from and the output
+features of validation cases, each from a model that did not train on it, and writes
+``Resources/Models/hippocampus/model.json``'s ``domain`` entry (the weights and their SHA-256
+are untouched). For an ensemble of fold models that is every shared case, as the member that
+validated on it sees it; for one model, its 160 training inputs and its 40 validation outputs.
 
 The benchmark runs every input through the same check a run makes (before and after
-inference, ONNX Runtime) and prints the verdict and the reasons: in domain, the 40 validation
-cases; out of domain, the whole-head DICOM study, the CT cases, the abdominal MRI, the brain
-tumour MRIs, and validation crops changed as scanners change them. Score = number of reasons;
-AUROC of the score, false flags on in-domain cases, misses on out-of-domain ones. Writes
-docs/benchmarks/deep_domain.json.
+inference, ONNX Runtime) and prints the verdict and the reasons. In domain: each validation
+case by the member that did not train on it, against a record made without that member's
+validation cases (so no in-domain case is judged by a record it helped to make; for one model,
+its own record). Out of domain, by the whole model: the whole-head DICOM study, the CT cases,
+the abdominal MRI, the brain tumour MRIs, and validation crops changed as scanners change them.
+Score = number of reasons; AUROC of the score, false flags on in-domain cases, misses on
+out-of-domain ones. Writes docs/benchmarks/deep_domain.json.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from bench_paths import HIPPOCAMPUS, REPO, SHARED_DATA
 sys.path.insert(0, str(REPO))
 
 from MedSegAILib.io.images import read_image  # noqa: E402
-from MedSegAILib.methods.deep.domain import check_input, check_output, input_features, output_features, record_domain  # noqa: E402
+from MedSegAILib.methods.deep.domain import build_record, check_input, check_result, input_features, result_features, write_record  # noqa: E402
 from MedSegAILib.methods.deep.inference import segment_with_model  # noqa: E402
 
 MODEL = REPO / "Resources" / "Models" / "hippocampus"
@@ -42,12 +46,42 @@ def card():
     return json.loads((MODEL / "model.json").read_text())
 
 
+def folds(c):
+    """(model to run, its validation cases, its training cases) per member: for an ensemble
+    each member (from the ensemble's own verified files) with its own split; for one model,
+    the model with the card's split."""
+    from MedSegAILib.methods.deep.onnx_runtime import load_onnx_model
+
+    loaded = load_onnx_model(MODEL)
+    if "members" not in c:
+        return [(loaded, c["training"]["validation_cases"], c["training"]["train_cases"])]
+    return [(m, e["training"]["validation_cases"], e["training"]["train_cases"]) for m, e in zip(loaded.members, c["members"])]
+
+
+def _image(name):
+    return sitk.ReadImage(str(HIPPOCAMPUS / "imagesTr" / f"{name}.nii.gz"), sitk.sitkFloat32)
+
+
+def case_features(c):
+    """{case: (input features, output features of the model that did not train on it)}."""
+    out = {}
+    for model, val, _ in folds(c):
+        for n in val:
+            image = _image(n)
+            out[n] = (input_features([image]), result_features(segment_with_model([image], model)))
+    return out
+
+
 def record() -> None:
+    """The card's domain entry from every case any member validated on: its input features
+    and the output features of the member that did not train on it."""
     c = card()
-    train = c["training"]["train_cases"]
-    val = c["training"]["validation_cases"]
-    files = lambda names: [[HIPPOCAMPUS / "imagesTr" / f"{n}.nii.gz"] for n in names]  # noqa: E731
-    rec = record_domain(MODEL, files(train), files(val), source=f"input features of the {len(train)} training cases, output features of the {len(val)} validation cases (the card's split)")
+    feats = case_features(c)
+    inputs = [input_features([_image(n)]) for n in c["training"]["train_cases"]]
+    outputs = [f[1] for f in feats.values()]
+    kind = f"{len(c['members'])} members, each" if "members" in c else "the model"
+    rec = build_record(inputs, outputs, source=f"input features of the {len(inputs)} cases the model learned from; output features of {len(outputs)} validation cases, {kind} on the cases it did not train on")
+    write_record(MODEL, rec)
     print(f"recorded the domain of {MODEL.name}: {rec['n_training_inputs']} training inputs, {rec['n_validation_outputs']} validation outputs")
 
 
@@ -77,15 +111,15 @@ def altered(image: sitk.Image, how: str) -> sitk.Image:
     return out
 
 
-def judge(image: sitk.Image, rec: dict) -> dict:
+def judge(image: sitk.Image, rec: dict, model=None) -> dict:
+    """The run's own check of ``image``: before, and (when that passes) after inference with
+    ``model`` (default: the whole model)."""
     image = sitk.Cast(image, sitk.sitkFloat32)
     t0 = time.perf_counter()
     before = check_input(rec, input_features([image]))
     after = None
     if before.in_domain:
-        out = segment_with_model([image], str(MODEL))
-        names = {str(k.label): k.name for k in out.classes}
-        after = check_output(rec, output_features(out.labels, out.uncertainty, [k.label for k in out.classes]), names)
+        after = check_result(rec, segment_with_model([image], model if model is not None else str(MODEL)))
     reasons = before.reasons + (after.reasons if after else [])
     return {"flagged": bool(reasons), "score": len(reasons), "reasons": reasons, "stage": "before" if before.reasons else ("after" if reasons else "-"),
             "seconds": round(time.perf_counter() - t0, 3)}
@@ -106,22 +140,51 @@ def benchmark() -> None:
     if not rec:
         raise SystemExit("the card records no domain; run with --record first")
     rows = []
-    for n in c["training"]["validation_cases"]:
-        rows.append({"input": n, "kind": "in domain", **judge(sitk.ReadImage(str(HIPPOCAMPUS / "imagesTr" / f"{n}.nii.gz")), rec)})
-    others = [
-        ("whole-head T1 DICOM (study3_t1post)", lambda: read_image(SHARED_DATA / "hippocampus_dicom" / "study3_t1post")),
-        ("abdominal CT 3 mm", lambda: read_image(SHARED_DATA / "ct" / "example_ct.nii.gz")),
-        ("abdominal CT, 30 slices", lambda: read_image(SHARED_DATA / "ct" / "example_ct_sm.nii.gz")),
-        ("abdominal MRI", lambda: read_image(SHARED_DATA / "ct" / "example_mr_sm.nii.gz")),
-        ("brain tumour MRI 1", lambda: read_image(SHARED_DATA / "mr_tumor" / "brain1_image.nrrd")),
-        ("brain tumour MRI 2", lambda: read_image(SHARED_DATA / "mr_tumor" / "brain2_image.nrrd")),
-    ]
-    for name, load in others:
-        rows.append({"input": name, "kind": "out of domain", **judge(load(), rec)})
-    for how in ("strong noise", "bias field", "contrast inversion", "2x resampling", "0.5x resampling", "half the crop", "intensity scale x100"):
-        for n in c["training"]["validation_cases"][:5]:
+    splits = folds(c)
+    feats = case_features(c) if len(splits) > 1 else {}
+    for k, (model, val, train) in enumerate(splits):
+        # In domain: each case by the member that did not train on it, against a record made
+        # without that member's validation cases (for one model: the card's own record).
+        if feats:
+            others = [n for n in feats if n not in val]
+            rec_k = build_record([input_features([_image(n)]) for n in train], [feats[n][1] for n in others])
+        for n in val:
+            rows.append({"input": n, "kind": "in domain", "member": k, **judge(_image(n), rec_k if feats else rec, model)})
+    for name, kind, image in out_of_domain_inputs(splits[-1][1][:5]):
+        rows.append({"input": name, "kind": kind, **judge(image, rec)})
+    summary = summarise(rows)
+    for r in rows:
+        if r["kind"] != "in domain" or r["flagged"]:
+            print(f"{r['kind']:<22} {r['input']:<42} {'FLAGGED' if r['flagged'] else 'in domain':<9} {r['stage']:<6} {('; '.join(r['reasons']))[:150]}")
+    print(json.dumps({k: v for k, v in summary.items()}, indent=1))
+    OUT_JSON.write_text(json.dumps({"summary": summary, "rows": rows}, indent=2))
+
+
+FOREIGN = (
+    ("whole-head T1 DICOM (study3_t1post)", ("hippocampus_dicom", "study3_t1post")),
+    ("abdominal CT 3 mm", ("ct", "example_ct.nii.gz")),
+    ("abdominal CT, 30 slices", ("ct", "example_ct_sm.nii.gz")),
+    ("abdominal MRI", ("ct", "example_mr_sm.nii.gz")),
+    ("brain tumour MRI 1", ("mr_tumor", "brain1_image.nrrd")),
+    ("brain tumour MRI 2", ("mr_tumor", "brain2_image.nrrd")),
+)
+ALTERATIONS = ("strong noise", "bias field", "contrast inversion", "2x resampling", "0.5x resampling", "half the crop", "intensity scale x100")
+
+
+def out_of_domain_inputs(crops):
+    """(name, kind, image) of every foreign input: the shared non-hippocampus scans, then each
+    alteration of each of the hippocampus ``crops`` (case names). A scale change is its own
+    kind: a method that normalises each input (z-score) sees no change."""
+    for name, parts in FOREIGN:
+        yield name, "out of domain", read_image(SHARED_DATA.joinpath(*parts))
+    for how in ALTERATIONS:
+        for n in crops:
             image = sitk.ReadImage(str(HIPPOCAMPUS / "imagesTr" / f"{n}.nii.gz"))
-            rows.append({"input": f"{n}, {how}", "kind": "out of domain" if how != "intensity scale x100" else "scale (z-scored away)", **judge(altered(image, how), rec)})
+            yield f"{n}, {how}", "out of domain" if how != "intensity scale x100" else "scale (z-scored away)", altered(image, how)
+
+
+def summarise(rows) -> dict:
+    """False flags, misses (also by kind of input) and the AUROC of the score (number of reasons)."""
     ind = [r for r in rows if r["kind"] == "in domain"]
     ood = [r for r in rows if r["kind"] == "out of domain"]
     summary = {
@@ -137,11 +200,7 @@ def benchmark() -> None:
         entry = summary["missed_by_kind"].setdefault(kind, [0, 0])
         entry[0] += (not r["flagged"])
         entry[1] += 1
-    for r in rows:
-        if r["kind"] != "in domain" or r["flagged"]:
-            print(f"{r['kind']:<22} {r['input']:<42} {'FLAGGED' if r['flagged'] else 'in domain':<9} {r['stage']:<6} {('; '.join(r['reasons']))[:150]}")
-    print(json.dumps({k: v for k, v in summary.items()}, indent=1))
-    OUT_JSON.write_text(json.dumps({"summary": summary, "rows": rows}, indent=2))
+    return summary
 
 
 if __name__ == "__main__":

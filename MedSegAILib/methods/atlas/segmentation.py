@@ -55,6 +55,11 @@ DEFAULTS = {
 }
 
 
+class NoAtlasRegistered(MedSegAIError):
+    """No atlas of the library could be aligned to the target, or every registration failed
+    its quality checks: nothing to fuse."""
+
+
 def _normalised(case: AtlasCase) -> sitk.Image:
     """The atlas image normalised as the target is; kept on the case for the next target."""
     if "normalised" not in case.cache:
@@ -275,7 +280,7 @@ def multi_atlas_segmentation(
         unrankable = [{"atlas": r[1].name, "reason": f"ranking failed: {r[3]}"} for r in ranked if r[2] is None]
         chosen = [r for r in ranked if r[2] is not None][:k]
         if not chosen:
-            raise MedSegAIError(f"no atlas of '{library.folder}' could be aligned to the target: {ranked[0][3]}")
+            raise NoAtlasRegistered(f"no atlas of '{library.folder}' could be aligned to the target: {ranked[0][3]}")
         register_span = (0.4, 0.95)
     t_rank = time.perf_counter() - t0
 
@@ -302,7 +307,7 @@ def multi_atlas_segmentation(
     reg_progress.update(1.0, "registrations done")
     if not probs:
         reasons = "; ".join(f"{r.name}: {r.reason}" for r in regs[:3])
-        raise MedSegAIError(f"every atlas registration failed, nothing to fuse ({reasons})")
+        raise NoAtlasRegistered(f"every atlas registration failed, nothing to fuse ({reasons})")
     t_reg = time.perf_counter() - t0 - t_rank
 
     progress.update(0.96, f"fusing {len(probs)} atlases ({fusion})")
@@ -348,7 +353,27 @@ def multi_atlas_segmentation(
 
 
 def run(request: MethodRequest) -> MethodOutput:
-    """Registry adapter: multi-atlas segmentation of channel 0 with ``request.atlases``."""
+    """Registry adapter: multi-atlas segmentation of channel 0 with ``request.atlases``, inside
+    the domain gate: the target against the library's recorded domain before registration, the
+    registration quality and result after fusion (:mod:`.domain`)."""
+    from ...core.errors import OUT_OF_DOMAIN_START, OutOfDomainError
+    from ..deep.domain import check_input, input_features
+    from ..domain_gate import mark_result, refuse_unless_allowed
+    from .domain import check_result, read_record
+
     if request.atlases is None:
         raise InputError("the atlas method needs --atlases: a library folder (imagesTr/, labelsTr/) or a shipped atlas name")
-    return multi_atlas_segmentation(request.channels[0], request.atlases, progress=request.progress, **request.params)
+    library = load_atlas_library(request.atlases)
+    record = read_record(library.folder)
+    source = "the atlas library's images"
+    before = check_input(record, input_features(request.channels[:1]), terms="atlas")
+    if record is None:
+        before.checked = "not checked: the atlas library records no domain"
+    refuse_unless_allowed(before, request.allow_out_of_domain, source)
+    try:
+        out = multi_atlas_segmentation(request.channels[0], library, progress=request.progress, **request.params)
+    except NoAtlasRegistered as exc:  # the target is unlike every atlas: the user's to mend (exit 2)
+        raise OutOfDomainError(f"{OUT_OF_DOMAIN_START}{source}: {exc}; nothing was written") from None
+    after = check_result(record, out)
+    refuse_unless_allowed(after, request.allow_out_of_domain, source)
+    return mark_result(out, before, after, "the atlas library records no domain (domain.json): the target was not checked against it")

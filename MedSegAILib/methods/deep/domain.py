@@ -107,25 +107,35 @@ def _axes(values) -> str:
     return " x ".join(f"{v:.3g}" for v in values)
 
 
-def check_input(record: Optional[dict], features: dict) -> DomainVerdict:
-    """Before inference: the input's grid, field of view, channels and intensities."""
+#: How the reasons name what the input is compared with: a model's training images, or an
+#: atlas library's images and in-domain targets.
+TERMS = {
+    "model": {"range": "the training range", "crops": "the model's training crops", "images": "the training images", "short": "training"},
+    "atlas": {"range": "the library's range", "crops": "the library's images", "images": "the library's images", "short": "library"},
+}
+
+
+def check_input(record: Optional[dict], features: dict, terms: str = "model") -> DomainVerdict:
+    """Before inference: the input's grid, field of view, channels and intensities; ``terms``
+    ("model" or "atlas", see :data:`TERMS`) words the reasons."""
     if not record:
         return DomainVerdict(None, [], {"input": features}, "not checked: the model card records no training domain")
+    t = TERMS[terms]
     reasons = []
     lo, hi = record["spacing_xyz"]
     s = features["spacing_xyz"]
     if any(v < 0.67 * a or v > 1.5 * b for v, a, b in zip(s, lo, hi)):
-        reasons.append(f"voxel spacing {_axes(s)} mm is outside the training range {_axes(lo)} to {_axes(hi)} mm")
+        reasons.append(f"voxel spacing {_axes(s)} mm is outside {t['range']} {_axes(lo)} to {_axes(hi)} mm")
     lo, hi = record["extent_mm_xyz"]
     e = features["extent_mm_xyz"]
     big = [v / b for v, b in zip(e, hi) if v > 2 * b]
     if big:
         reasons.append(
-            f"input field of view {_axes(e)} mm is {max(big):.1f}x the model's training crops (at most {_axes(hi)} mm); "
+            f"input field of view {_axes(e)} mm is {max(big):.1f}x {t['crops']} (at most {_axes(hi)} mm); "
             "crop a region of interest around the structure first (in Slicer: Crop Volume with an ROI)"
         )
     elif any(v < 0.5 * a for v, a in zip(e, lo)):
-        reasons.append(f"input field of view {_axes(e)} mm is smaller than half the training crops (at least {_axes(lo)} mm)")
+        reasons.append(f"input field of view {_axes(e)} mm is smaller than half {t['crops']} (at least {_axes(lo)} mm)")
     if features["channels"] != record.get("channels", features["channels"]):
         reasons.append(f"the input has {features['channels']} channels, the model was trained on {record['channels']}")
     lo, hi = record["zscore_percentiles"]["range"]
@@ -137,11 +147,11 @@ def check_input(record: Optional[dict], features: dict) -> DomainVerdict:
     ]
     if off:
         q, v = off[0]
-        reasons.append(f"the intensity distribution differs from the training images (its {q}th percentile is {v:.2f} SD from the mean, training {lo[record['zscore_percentiles']['percentiles'].index(q)]:.2f} to {hi[record['zscore_percentiles']['percentiles'].index(q)]:.2f})")
+        reasons.append(f"the intensity distribution differs from {t['images']} (its {q}th percentile is {v:.2f} SD from the mean, {t['short']} {lo[record['zscore_percentiles']['percentiles'].index(q)]:.2f} to {hi[record['zscore_percentiles']['percentiles'].index(q)]:.2f})")
     if record.get("roughness") is not None and "roughness" in features:
         top = record["roughness"][1][0]
         if features["roughness"] > 1.3 * top:
-            reasons.append(f"the image is much noisier than the training images (fine-detail share {features['roughness']:.2f}, training at most {top:.2f})")
+            reasons.append(f"the image is much noisier than {t['images']} (fine-detail share {features['roughness']:.2f}, {t['short']} at most {top:.2f})")
     return DomainVerdict(not reasons, reasons, {"input": features}, "before inference")
 
 
