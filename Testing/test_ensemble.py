@@ -65,6 +65,7 @@ def test_an_ensemble_of_one_model_twice_gives_that_model(shared_data, tmp_path):
     both = segment_with_model([img], str(ens), device="cpu")
     assert both.extra["runtime"] == "onnxruntime" and len(both.extra["onnx_sha256"]) == 2
     assert both.extra["ensemble_members"] == [read_card(SHIPPED)["sha256"]] * 2
+    assert both.extra["member_agreement"] == 1.0 and "member_agreement" not in single.extra
     np.testing.assert_allclose(_probabilities(both), _probabilities(single), atol=1e-5)
     np.testing.assert_allclose(sitk.GetArrayFromImage(both.uncertainty), sitk.GetArrayFromImage(single.uncertainty), atol=1e-5)
     np.testing.assert_allclose(sitk.GetArrayFromImage(both.member_uncertainty), sitk.GetArrayFromImage(single.uncertainty), atol=1e-4)
@@ -90,6 +91,14 @@ def test_ensemble_probabilities_are_the_mean_of_its_members(shared_data, tmp_pat
     mean = (_probabilities(a) + _probabilities(b)) / 2
     np.testing.assert_allclose(_probabilities(both), mean, atol=1e-5)
     assert np.abs(_probabilities(a) - _probabilities(b)).max() > 0.05  # the members do differ
+    assert 0.5 < both.extra["member_agreement"] < 1.0
+    from MedSegAILib.methods.deep.domain import check_result
+
+    record = dict(read_card(SHIPPED)["domain"], member_agreement=[both.extra["member_agreement"] + 0.1, 1.0])
+    verdict = check_result(record, both)
+    assert any("members disagree" in r for r in verdict.reasons), verdict.reasons
+    record["member_agreement"] = [both.extra["member_agreement"], 1.0]
+    assert not any("members disagree" in r for r in check_result(record, both).reasons)
     mi = sitk.GetArrayFromImage(both.uncertainty)
     assert float(sitk.GetArrayFromImage(a.uncertainty).max()) == 0.0  # one pass: no mutual information
     assert mi.max() > 0.01

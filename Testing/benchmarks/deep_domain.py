@@ -72,15 +72,37 @@ def case_features(c):
     return out
 
 
+def held_out_by_several(c) -> dict:
+    """{case: an Ensemble of the members that did not train on it}, for the cases that more
+    than one member validated on (the fold-4 cases: fold 4's member and the single model)."""
+    from MedSegAILib.methods.deep.model_store import Ensemble
+
+    by_case = {}
+    for model, val, _ in folds(c):
+        for n in val:
+            by_case.setdefault(n, []).append(model)
+    return {n: Ensemble(ms, ms[0].plan, c, c.get("sha256", ""), MODEL) for n, ms in by_case.items() if len(ms) > 1}
+
+
+def agreements(c) -> dict:
+    """{case: the agreement of the members that did not train on it} (see held_out_by_several)."""
+    return {n: segment_with_model([_image(n)], ens).extra["member_agreement"] for n, ens in held_out_by_several(c).items()}
+
+
 def record() -> None:
     """The card's domain entry from every case any member validated on: its input features
-    and the output features of the member that did not train on it."""
+    and the output features of the member that did not train on it; for an ensemble also the
+    agreement of the members that did not train on a case, where several did not."""
     c = card()
     feats = case_features(c)
     inputs = [input_features([_image(n)]) for n in c["training"]["train_cases"]]
     outputs = [f[1] for f in feats.values()]
     kind = f"{len(c['members'])} members, each" if "members" in c else "the model"
     rec = build_record(inputs, outputs, source=f"input features of the {len(inputs)} cases the model learned from; output features of {len(outputs)} validation cases, {kind} on the cases it did not train on")
+    agree = agreements(c) if "members" in c else {}
+    if agree:
+        rec["member_agreement"] = [min(agree.values()), max(agree.values())]
+        rec["member_agreement_source"] = f"{len(agree)} cases that {len(held_out_by_several(c)[next(iter(agree))].members)} members did not train on"
     write_record(MODEL, rec)
     print(f"recorded the domain of {MODEL.name}: {rec['n_training_inputs']} training inputs, {rec['n_validation_outputs']} validation outputs")
 
@@ -142,14 +164,25 @@ def benchmark() -> None:
     rows = []
     splits = folds(c)
     feats = case_features(c) if len(splits) > 1 else {}
+    several = held_out_by_several(c) if feats else {}
+    agree = agreements(c) if several else {}
+    done = set()
     for k, (model, val, train) in enumerate(splits):
-        # In domain: each case by the member that did not train on it, against a record made
-        # without that member's validation cases (for one model: the card's own record).
+        # In domain: each case by the members that did not train on it, against a record made
+        # without that member's validation cases and, for the members' agreement, without the
+        # case itself (for one model: the card's own record).
         if feats:
             others = [n for n in feats if n not in val]
             rec_k = build_record([input_features([_image(n)]) for n in train], [feats[n][1] for n in others])
         for n in val:
-            rows.append({"input": n, "kind": "in domain", "member": k, **judge(_image(n), rec_k if feats else rec, model)})
+            if n in done:
+                continue
+            done.add(n)
+            judged, r = model, (rec_k if feats else rec)
+            if n in several:
+                rest = [v for m, v in agree.items() if m != n]
+                judged, r = several[n], dict(rec_k, member_agreement=[min(rest), max(rest)])
+            rows.append({"input": n, "kind": "in domain", "member": k, "members": len(several[n].members) if n in several else 1, **judge(_image(n), r, judged)})
     for name, kind, image in out_of_domain_inputs(splits[-1][1][:5]):
         rows.append({"input": name, "kind": kind, **judge(image, rec)})
     summary = summarise(rows)

@@ -11,8 +11,10 @@ The margins: spacing 0.67x the smallest to 1.5x the largest recorded; field of v
 2x; intensity percentiles by a quarter of the recorded spread beyond it; noise (the share of
 the intensity spread that a one-voxel smoothing removes) at most 1.3x the largest recorded; predicted volume 0.5x
 to 2x; instances at most one more than recorded; mean uncertainty near the structures at most
-1.5x the largest recorded. A model without a ``domain`` entry is not checked, and its verdict
-says so.
+1.5x the largest recorded; for an ensemble, the members' agreement (``member_agreement``: the
+mean Dice between their labels, recorded as [lowest, highest] on cases that several members
+did not train on) at most 0.05 below the lowest recorded. A model without a ``domain`` entry
+is not checked, and its verdict says so.
 """
 
 from __future__ import annotations
@@ -172,6 +174,10 @@ def check_output(record: Optional[dict], features: dict, class_names: Dict[str, 
         n = features["instances"].get(c, 0)
         if n > hi[0] + 1:
             reasons.append(f"{n} separate {class_names.get(c, f'class {c}')} pieces were found; validation cases had at most {int(hi[0])}")
+    if record.get("member_agreement") is not None and features.get("member_agreement") is not None:
+        low = record["member_agreement"][0]
+        if features["member_agreement"] < low - 0.05:
+            reasons.append(f"the ensemble's members disagree (their labels overlap with a mean Dice of {features['member_agreement']:.2f}; on in-domain cases at least {low:.2f})")
     return DomainVerdict(not reasons, reasons, {"output": features}, "after inference")
 
 
@@ -180,7 +186,10 @@ def result_features(out) -> dict:
     compares: an ensemble's members' own mean entropy (``member_uncertainty``, the terms of a
     record made from single members' out-of-fold outputs), else the run's uncertainty."""
     unc = out.member_uncertainty if out.member_uncertainty is not None else out.uncertainty
-    return output_features(out.labels, unc, [c.label for c in out.classes])
+    features = output_features(out.labels, unc, [c.label for c in out.classes])
+    if (out.extra or {}).get("member_agreement") is not None:
+        features["member_agreement"] = float(out.extra["member_agreement"])
+    return features
 
 
 def check_result(record: Optional[dict], out) -> DomainVerdict:

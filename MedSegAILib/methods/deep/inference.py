@@ -213,7 +213,7 @@ def segment_with_model(
             else:
                 yield predict_array(member.network, arr, plan, device=dev, flips=flips, mc_samples=mc_samples, progress=part)
 
-    prob, mi, own = average_members(member_results(), len(members))
+    prob, mi, own, agreement = average_members(member_results(), len(members))
     prob = probabilities_to_input_grid(prob, grid, channels[0])
     labels = np.argmax(prob, axis=0).astype(np.uint8)
     label_img = sitk.GetImageFromArray(labels)
@@ -251,7 +251,7 @@ def segment_with_model(
             "device": dev,
             "runtime": "onnxruntime" if engine == "onnx" else "torch",
             "runtime_reason": why,
-            **({"ensemble_members": [m.sha256 for m in members]} if len(members) > 1 else {}),
+            **({"ensemble_members": [m.sha256 for m in members], "member_agreement": round(agreement, 4)} if len(members) > 1 else {}),
             **({"onnx_sha256": members[0].onnx_sha256 if len(members) == 1 else [m.onnx_sha256 for m in members]} if engine == "onnx" else {}),
         },
     )

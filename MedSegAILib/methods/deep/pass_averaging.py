@@ -49,23 +49,43 @@ def average_passes(logit_passes: Iterable[np.ndarray], n_passes: int, progress: 
     return mean.astype(np.float32), mi.astype(np.float32)
 
 
-def average_members(member_results: Iterable[Tuple[np.ndarray, np.ndarray]], n_members: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def average_members(member_results: Iterable[Tuple[np.ndarray, np.ndarray]], n_members: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[float]]:
     """An ensemble's predictive distribution from its members' own (mean softmax, mutual
     information) pairs, as :func:`average_passes` gives them.
 
     Returns the mean softmax over members (K, Z, Y, X); the normalised mutual information over
     every pass of every member, H[E p] - E H[p] (Z, Y, X), which includes the members'
-    disagreement; and the members' mean own entropy, mean_m H[p_m] (Z, Y, X): what one member
+    disagreement; the members' mean own entropy, mean_m H[p_m] (Z, Y, X): what one member
     says of the input, comparable with a record of single members' outputs on cases they did
-    not train on. One member gives back its own probabilities, mutual information and entropy.
+    not train on; and the members' agreement (:func:`label_agreement` of their labels; None
+    for one member). One member gives back its own probabilities, mutual information and entropy.
     """
     mean = own = expected = None
+    labels = []
     for p, mi in member_results:
         h = normalized_entropy(p, axis=0)
         mean = p.astype(np.float32) if mean is None else mean + p
         own = h if own is None else own + h
         expected = h - mi if expected is None else expected + (h - mi)  # E over its passes of H[p]
+        labels.append(np.argmax(p, axis=0).astype(np.uint8))
     mean /= n_members
     own /= n_members
     mi = np.clip(normalized_entropy(mean, axis=0) - expected / n_members, 0.0, 1.0)
-    return mean.astype(np.float32), mi.astype(np.float32), own.astype(np.float32)
+    agreement = label_agreement(labels, mean.shape[0]) if len(labels) > 1 else None
+    return mean.astype(np.float32), mi.astype(np.float32), own.astype(np.float32), agreement
+
+
+def label_agreement(labels, n_classes: int) -> float:
+    """How far models agree on a case: the mean over pairs of models of the mean Dice of their
+    object classes 1..K-1 (a class neither labels counts as agreement). ``labels``: one
+    (Z, Y, X) labelmap per model, on one grid."""
+    pairs = []
+    for i in range(len(labels)):
+        for j in range(i + 1, len(labels)):
+            dice = []
+            for c in range(1, n_classes):
+                a, b = labels[i] == c, labels[j] == c
+                total = int(a.sum()) + int(b.sum())
+                dice.append(1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total)
+            pairs.append(float(np.mean(dice)))
+    return float(np.mean(pairs))
