@@ -125,6 +125,7 @@ def plan_cases(inputs: Sequence[str], output: Path, seeds: Optional[str]) -> Lis
 def run_case(case: Case, args, params: dict, *, progress=None, cancel=None):
     """Segment one case and write its outputs; returns (result, written paths)."""
     stages: list = []
+    intervals = bool(getattr(args, "radiomics_intervals", False)) and not args.no_radiomics
     with timed(stages, "read"):
         channels = read_channels(case.channels)
         seeds = read_seeds(case.seeds, channels[0]) if case.seeds else None
@@ -142,10 +143,18 @@ def run_case(case: Case, args, params: dict, *, progress=None, cancel=None):
         cancel=cancel,
         allow_out_of_domain=args.allow_out_of_domain,
         stages=stages,
+        keep_probabilities=intervals,
     )
     if not args.no_radiomics:
         with timed(stages, "radiomics"):
             add_radiomics(result, channels[0])
+    if intervals:
+        from ..measure.radiomics_intervals import LEVELS, add_instance_intervals
+
+        with timed(stages, "radiomics intervals"):
+            masks = add_instance_intervals(result, channels[0], result.probabilities)
+        result.provenance.extra["radiomics_intervals"] = {"probability_levels": list(LEVELS), "masks_measured": masks}
+        result.probabilities = None  # not written; released before the outputs
     paths = write_case_outputs(
         result,
         case.folder,
@@ -215,6 +224,8 @@ def segment_all(args) -> Tuple[List[Dict], int]:
     cases = plan_cases(args.inputs, output, args.seeds)
     if args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
+    if args.radiomics_intervals and args.no_radiomics:
+        raise InputError("--radiomics-intervals gives intervals of the radiomics columns; drop --no-radiomics")
     coerce_params(get_method(args.method), params)  # a bad parameter stops the run, not each case
     todo, skipped = [], []
     for c in cases:  # refuse before any work, so nothing is half done

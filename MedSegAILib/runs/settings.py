@@ -75,6 +75,10 @@ RUN_FIELDS: Tuple[Field, ...] = (
     Field("connectivity", "int", 26, "--connectivity", "connectivity", "neighbourhood for components and instances", choices=(26, 6)),
     Field("radiomics", "bool", True, "--no-radiomics", "no_radiomics", "per-instance radiomics columns of instances.csv"),
     Field(
+        "radiomicsIntervals", "bool", False, "--radiomics-intervals", "radiomics_intervals",
+        "also each feature's mean, SD and range over masks drawn at 5 levels of the method's probabilities (columns <feature>_mean/_sd/_min/_max; about 1-4x the radiomics time on a crop)",
+    ),
+    Field(
         "allowOutOfDomain", "bool", False, "--allow-out-of-domain", "allow_out_of_domain",
         "segment an input unlike what the method learned from (a deep model's training data, an atlas library's images); the result is marked out of domain",
     ),

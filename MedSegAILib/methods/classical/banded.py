@@ -134,7 +134,7 @@ def _solve_level(
         arr, spacing, unary_fn, k, weight=weight, sigma=sigma, seeds=seeds, band=band, fixed_labels=fixed
     )
     lab = minimise(problem, solver, progress=progress)
-    q = mean_field_marginals(problem, iterations=mf_iterations) if mf_iterations > 0 else None
+    q = mean_field_marginals(problem, iterations=mf_iterations, start_labels=lab) if mf_iterations > 0 else None
     return lab, q, nodes, potts_energy(problem, lab)
 
 
