@@ -148,6 +148,7 @@ def segment(
     method_cache: Optional[Dict[str, Any]] = None,
     allow_out_of_domain: bool = False,
     stages: Optional[list] = None,
+    refine: str = "none",
     keep_probabilities: bool = False,
 ) -> SegmentationResult:
     """Segment co-registered 3D volumes with a registered method.
@@ -179,6 +180,11 @@ def segment(
     keep_probabilities : bool
         Keep the method's per-class posteriors in ``result.probabilities`` (K float32 values a
         voxel: 1.3 GB for a full-size CT with three classes); None otherwise.
+    refine : "none" or "crf"
+        "crf": the method's class probabilities become the data term of the classical
+        contrast-sensitive CRF (:func:`.postprocess.refine.refine_with_crf`); labels,
+        probabilities and uncertainty then come from it. For methods that give probabilities
+        (deep, atlas, and the classical ones); off by default.
 
     Returns
     -------
@@ -200,6 +206,10 @@ def segment(
             raise InputError("the seed image has several values per voxel; a labelmap with one whole number per voxel is needed")
         check_seed_labels(sitk.GetArrayViewFromImage(seeds), "the seed image")
     options = (postprocess or PostprocessOptions()).validate()
+    from .postprocess.refine import REFINEMENTS
+
+    if refine not in REFINEMENTS:
+        raise InputError(f"refine must be one of {', '.join(REFINEMENTS)}, got '{refine}'")
     prog = Progress(progress, cancel)
     request = MethodRequest(
         channels=checked,
@@ -211,7 +221,7 @@ def segment(
         progress=prog.sub(0.0, 0.85),
         cache=method_cache,
         allow_out_of_domain=allow_out_of_domain,
-        keep_probabilities=keep_probabilities,
+        keep_probabilities=keep_probabilities or refine != "none",  # the CRF's data term
     )
     stages = [] if stages is None else stages
     notes = _memory_notes(spec.name, request.params, checked, keep_probabilities)
@@ -220,6 +230,12 @@ def segment(
     prog.update(0.0, f"running {method}")
     with timed(stages, f"method ({method})"):
         out = spec.load()(request)
+    if refine == "crf":
+        from .postprocess.refine import refine_with_crf
+
+        prog.update(0.85, "CRF refinement of the probabilities")
+        with timed(stages, "refinement (crf)"):
+            out = refine_with_crf(out, checked[0], keep_probabilities=keep_probabilities)
     prog.update(0.86, "post-processing")
     with timed(stages, "post-processing"):
         labels = sitk.Cast(postprocess_labels(out.labels, options), sitk.sitkUInt16)

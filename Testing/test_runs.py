@@ -60,6 +60,8 @@ NON_DEFAULT = {
     "fillHoles": True,
     "connectivity": 6,
     "radiomics": False,
+    "radiomicsIntervals": True,
+    "refine": "crf",
     "allowOutOfDomain": True,
 }
 

@@ -144,6 +144,7 @@ def run_case(case: Case, args, params: dict, *, progress=None, cancel=None):
         allow_out_of_domain=args.allow_out_of_domain,
         stages=stages,
         keep_probabilities=intervals,
+        refine=args.refine,
     )
     if not args.no_radiomics:
         with timed(stages, "radiomics"):

@@ -73,6 +73,11 @@ RUN_FIELDS: Tuple[Field, ...] = (
     ),
     Field("fillHoles", "bool", False, "--fill-holes", "fill_holes", "fill cavities enclosed by a class"),
     Field("connectivity", "int", 26, "--connectivity", "connectivity", "neighbourhood for components and instances", choices=(26, 6)),
+    Field(
+        "refine", "str", "none", "--refine", "refine",
+        "crf: refine the method's class probabilities with the contrast-sensitive CRF (deep, atlas; labels and uncertainty then come from it)",
+        choices=("none", "crf"),
+    ),
     Field("radiomics", "bool", True, "--no-radiomics", "no_radiomics", "per-instance radiomics columns of instances.csv"),
     Field(
         "radiomicsIntervals", "bool", False, "--radiomics-intervals", "radiomics_intervals",
