@@ -813,7 +813,7 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
         )
         nodes.segmentation.SetAttribute("MedSegAI.UncertaintyNodeID", nodes.uncertainty.GetID())
         nodes.segmentation.SetAttribute("MedSegAI.TableNodeID", nodes.table.GetID())
-        self._placeUnderStudy(inputVolume, [nodes.segmentation, nodes.uncertainty, nodes.table])
+        self._placeUnderStudy(inputVolume, [nodes.segmentation, nodes.uncertainty, nodes.table, *nodes.extra.get("explanation", [])])
         slicer.util.setSliceViewerLayers(background=inputVolume, foreground=nodes.uncertainty, foregroundOpacity=0.5)
         slicer.modules.colors.logic().AddDefaultColorLegendDisplayNode(nodes.uncertainty)  # static in vtkSlicerColorLogic
         return nodes

@@ -62,6 +62,7 @@ NON_DEFAULT = {
     "radiomics": False,
     "radiomicsIntervals": True,
     "refine": "crf",
+    "explain": True,
     "allowOutOfDomain": True,
 }
 

@@ -156,11 +156,12 @@ def run_case(case: Case, args, params: dict, *, progress=None, cancel=None):
             masks = add_instance_intervals(result, channels[0], result.probabilities)
         result.provenance.extra["radiomics_intervals"] = {"probability_levels": list(LEVELS), "masks_measured": masks}
         result.probabilities = None  # not written; released before the outputs
+    explanation = explain(result, channels, args, stages) if args.explain else None
     paths = write_case_outputs(
         result,
         case.folder,
         overwrite=args.overwrite,
-        extras=lambda tmp: write_extras(result, channels[0], tmp, report=args.report),
+        extras=lambda tmp: write_extras(result, channels[0], tmp, report=args.report, explanation=explanation),
         inputs=[*case.channels, *([case.seeds] if case.seeds else [])],
     )
     return result, paths
@@ -175,9 +176,45 @@ def add_radiomics(result, image) -> None:
     add_instance_radiomics(result, image)
 
 
-def write_extras(result, image, folder: Path, *, report: bool) -> dict:
-    """overview.png (when Pillow is installed) and, on request, report.html."""
+def explain(result, channels, args, stages):
+    """The deep model's occlusion-sensitivity map of this case (:mod:`..methods.deep.explain`),
+    with how much of it lies near the structures, recorded in the provenance."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from ..methods.deep.explain import concentration_near, occlusion_sensitivity
+
+    with timed(stages, "explanation"):
+        image = occlusion_sensitivity(channels, args.model, device="cpu" if args.device == "auto" else args.device)
+    arr = sitk.GetArrayFromImage(image)
+    labels = sitk.GetArrayViewFromImage(result.labels)
+    spacing = channels[0].GetSpacing()[::-1]
+    near = {c.name: concentration_near(arr[..., i], labels == c.label, spacing) for i, c in enumerate(result.classes) if (labels == c.label).any()}
+    result.provenance.extra["explanation"] = {
+        "file": "explanation.nii.gz", "method": "occlusion sensitivity (8 mm cubes every 6 mm, hidden at the normalised mean)",
+        "share_within_5mm_of_structure": {k: round(v["mass_near"], 3) for k, v in near.items()},
+        "volume_share_within_5mm": {k: round(v["volume_near"], 3) for k, v in near.items()},
+        "max_probability_drop": float(np.max(arr)) if arr.size else 0.0,
+    }
+    return image
+
+
+def write_extras(result, image, folder: Path, *, report: bool, explanation=None) -> dict:
+    """overview.png (when Pillow is installed), explanation.nii.gz and .png when computed, and,
+    on request, report.html."""
     paths = {}
+    if explanation is not None:
+        import SimpleITK as sitk
+
+        sitk.WriteImage(explanation, str(folder / "explanation.nii.gz"), True)
+        paths["explanation.nii.gz"] = folder / "explanation.nii.gz"
+        try:
+            from ..outputs.explanation_png import write_explanation_png
+        except ImportError:  # no Pillow: the volume alone
+            pass
+        else:
+            names = [c.name for c in result.classes]
+            paths["explanation.png"] = write_explanation_png(image, explanation, result.labels, names, folder / "explanation.png")
     try:
         from ..outputs.overview import write_overview_png
     except ImportError:
@@ -190,7 +227,7 @@ def write_extras(result, image, folder: Path, *, report: bool) -> dict:
         from ..outputs.report import write_report
 
         with timed(stages, "report.html"):
-            paths["report.html"] = write_report(result, image, folder, overview_png=paths.get("overview.png"))
+            paths["report.html"] = write_report(result, image, folder, overview_png=paths.get("overview.png"), explanation_png=paths.get("explanation.png"))
     return paths
 
 
@@ -225,6 +262,8 @@ def segment_all(args) -> Tuple[List[Dict], int]:
     cases = plan_cases(args.inputs, output, args.seeds)
     if args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
+    if args.explain and get_method(args.method).family != "deep":
+        raise InputError(f"--explain shows what a deep model looks at; the method '{args.method}' is not a deep model")
     if args.radiomics_intervals and args.no_radiomics:
         raise InputError("--radiomics-intervals gives intervals of the radiomics columns; drop --no-radiomics")
     coerce_params(get_method(args.method), params)  # a bad parameter stops the run, not each case

@@ -136,6 +136,7 @@ def write_report(
     folder: Path,
     *,
     overview_png: Optional[Path] = None,
+    explanation_png: Optional[Path] = None,
     title: Optional[str] = None,
     uncertainty_threshold: float = UNCERTAINTY_FLAG_THRESHOLD,
 ) -> Path:
@@ -206,6 +207,20 @@ def write_report(
         )
     else:
         parts.append('<p class="muted">No overview picture (install Pillow: pip install "medsegai[viz]").</p>')
+
+    # Explanation map (deep runs with --explain)
+    explanation = (prov.extra or {}).get("explanation")
+    if explanation and explanation_png is not None and Path(explanation_png).is_file():
+        import base64
+
+        near = explanation.get("share_within_5mm_of_structure", {})
+        vol = explanation.get("volume_share_within_5mm", {})
+        said = "; ".join(f"{_e(k)}: {100 * v:.0f} % of it within 5 mm, where {100 * vol.get(k, 0):.0f} % of the volume is" for k, v in near.items())
+        data = base64.b64encode(Path(explanation_png).read_bytes()).decode()
+        parts.append("<h2>What the model looked at</h2>")
+        parts.append(f'<p>Occlusion sensitivity ({_e(explanation.get("method", ""))}): how much the model\'s probability of each structure drops '
+                     f"when the region is hidden (explanation.nii.gz). {said}.</p>")
+        parts.append(f'<img class="overview" id="explanation" src="data:image/png;base64,{data}" alt="Occlusion sensitivity of each structure on an axial slice" />')
 
     # Classes
     parts.append("<h2>Classes</h2>")

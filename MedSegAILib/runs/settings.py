@@ -78,6 +78,10 @@ RUN_FIELDS: Tuple[Field, ...] = (
         "crf: refine the method's class probabilities with the contrast-sensitive CRF (deep, atlas; labels and uncertainty then come from it)",
         choices=("none", "crf"),
     ),
+    Field(
+        "explain", "bool", False, "--explain", "explain",
+        "deep: also write explanation.nii.gz (+ .png): the occlusion sensitivity of each structure (10-30 s a crop)",
+    ),
     Field("radiomics", "bool", True, "--no-radiomics", "no_radiomics", "per-instance radiomics columns of instances.csv"),
     Field(
         "radiomicsIntervals", "bool", False, "--radiomics-intervals", "radiomics_intervals",

@@ -50,7 +50,29 @@ def load_case_into_scene(
     seg.SetAttribute("MedSegAI.Provenance", json.dumps(result.provenance.to_dict(), default=str))
     unc = uncertainty_to_volume_node(result, scene, name=f"{name} uncertainty")
     table = instance_table_to_table_node(result, scene, name=f"{name} instances")
-    return LoadedNodes(seg, unc, table)
+    nodes = LoadedNodes(seg, unc, table)
+    explanation = Path(folder) / "explanation.nii.gz"
+    if explanation.is_file():
+        nodes.extra["explanation"] = explanation_volume_nodes(explanation, result, scene, name=name)
+    return nodes
+
+
+def explanation_volume_nodes(path, result, scene, *, name: str = "MedSegAI") -> list:
+    """One scalar volume node per structure from a deep run's ``explanation.nii.gz`` (a vector
+    image, component k-1 = structure k): "<name> explanation: <class name>"."""
+    import SimpleITK as sitk
+
+    from .segmentation_node import sitk_to_volume_node
+
+    image = sitk.ReadImage(str(path))
+    names = {c.label: c.name for c in result.classes}
+    out = []
+    for k in range(image.GetNumberOfComponentsPerPixel()):
+        component = sitk.VectorIndexSelectionCast(image, k, sitk.sitkFloat32)
+        node = sitk_to_volume_node(component, scene, name=f"{name} explanation: {names.get(k + 1, f'structure {k + 1}')}")
+        node.SetAttribute("MedSegAI.Role", "explanation")
+        out.append(node)
+    return out
 
 
 def write_volume_for_run(volume_node, path) -> Path:
