@@ -31,7 +31,8 @@ def main() -> int:
 
     report = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}
     card = json.loads((REPO / "Resources" / "Models" / "hippocampus" / "model.json").read_text())
-    val = card["training"]["validation_cases"][:20]
+    split = card["members"][-1]["training"] if "members" in card else card["training"]
+    val = split["validation_cases"][:20]
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         train(DATA, Path(tmp) / "model", TrainOptions(epochs=5, device="cuda", val_cases=40, max_train_cases=160, onnx_export=False, name="gpu_check"))

@@ -57,7 +57,7 @@ def expect_refusal(proc, fragment: str, code: int = 2):
 
 def _model_copy(tmp_path, edit):
     folder = tmp_path / "model"
-    shutil.copytree(models_dir() / "hippocampus", folder)
+    shutil.copytree(models_dir() / "hippocampus_single", folder)
     card = json.loads((folder / "model.json").read_text())
     edit(card, folder)
     (folder / "model.json").write_text(json.dumps(card))
@@ -125,7 +125,7 @@ def test_unusable_model_folders_are_refused(row, runtime, tmp_path):
 
 def test_a_card_that_is_not_json_is_refused(tmp_path):
     folder = tmp_path / "model"
-    shutil.copytree(models_dir() / "hippocampus", folder)
+    shutil.copytree(models_dir() / "hippocampus_single", folder)
     (folder / "model.json").write_text("{not json")
     expect_refusal(run_cli("segment", CASE.image, "-m", "deep", "--model", folder, "-o", tmp_path / "o"), "is not valid JSON")
 

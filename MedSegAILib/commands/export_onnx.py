@@ -13,7 +13,7 @@ importing torch or MONAI: a fresh process starts about 3 s sooner. `medsegai tra
 every model it trains; this command is for models trained before, or after --no-onnx.
 
 Example:
-  medsegai export-onnx Resources/Models/hippocampus
+  medsegai export-onnx Resources/Models/hippocampus_single
 """
 
 

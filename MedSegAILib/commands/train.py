@@ -17,9 +17,11 @@ model.json (model card: plan, classes, split, validation Dice), model.sha256,
 learning_curves.png, a checkpoint for --resume, and model.onnx (the kept weights exported to
 ONNX and checked against torch, so the model also runs with ONNX Runtime, without torch).
 
-Example (the shipped hippocampus model):
-  medsegai train ../shared/data/hippocampus --output Resources/Models/hippocampus \\
-      --class-names "Anterior hippocampus,Posterior hippocampus" --time-budget-min 40 --name hippocampus
+Example (a member of the shipped hippocampus ensemble: fold K of a five-fold split; the
+folds are then joined with `medsegai ensemble`):
+  medsegai train ../shared/data/hippocampus --output foldK --fold K --val-cases 40 \\
+      --class-names "Anterior hippocampus,Posterior hippocampus" --time-budget-min 35 --budget-clock cpu \\
+      --threads 1 --batch-size 2 --average-from 0.8 --val-every 10 --seed K --name hippocampus
 """
 
 

@@ -53,7 +53,7 @@ EQUAL_CPU_HISTORY = DOCS / "deep_equal_cpu_history.json"
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="hippocampus")
+    ap.add_argument("--model", default="hippocampus_single", help="a single model with one validation split (default hippocampus_single; the shipped ensemble is measured by deep_ensemble.py --measure)")
     ap.add_argument("--cases", type=int, default=40)
     ap.add_argument("--peer-json", default=str(DOCS / "deep_peer_nnunet.json"))
     ap.add_argument("--history", default=None, help="training history for the equal-CPU comparison (default: deep_equal_cpu_history.json in docs/benchmarks when present, else the model folder's training_history.json)")
