@@ -286,6 +286,7 @@ def segment(
         instance_table=table,
         provenance=provenance,
         probabilities=out.probabilities,
+        label_samples=out.label_samples if keep_probabilities else None,
     )
 
 

@@ -70,3 +70,17 @@ def test_probabilities_that_disagree_with_the_labels_are_named():
     assert list(again) == list(first)  # the columns stay in place, replaced
     assert again["shape_VoxelVolume_mean"] != first["shape_VoxelVolume_mean"]  # from the other probabilities
     assert np.isfinite(again["firstorder_Mean_sd"])
+
+
+def test_an_ensemble_draws_its_masks_from_its_members(tmp_path):
+    """The shipped ensemble: one mask per member (its own labels), not probability levels."""
+    out = tmp_path / "o"
+    proc = subprocess.run([*CLI, "segment", str(CASE), "-m", "deep", "--model", "hippocampus", "--radiomics-intervals", "-o", str(out), "-q"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads((out / "provenance.json").read_text())["extra"]["radiomics_intervals"]
+    with open(out / "instances.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert info["drawn_from"] == "the labels of the 6 ensemble members" and info["masks_measured"] == 6 * len(rows)
+    for r in rows:
+        assert float(r["shape_VoxelVolume_min"]) <= float(r["shape_VoxelVolume"]) <= float(r["shape_VoxelVolume_max"])
+        assert float(r["shape_VoxelVolume_sd"]) > 0  # the members do not draw identical masks

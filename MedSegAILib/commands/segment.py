@@ -152,10 +152,12 @@ def run_case(case: Case, args, params: dict, *, progress=None, cancel=None):
     if intervals:
         from ..measure.radiomics_intervals import LEVELS, add_instance_intervals
 
+        samples = result.label_samples
         with timed(stages, "radiomics intervals"):
-            masks = add_instance_intervals(result, channels[0], result.probabilities)
-        result.provenance.extra["radiomics_intervals"] = {"probability_levels": list(LEVELS), "masks_measured": masks}
-        result.probabilities = None  # not written; released before the outputs
+            masks = add_instance_intervals(result, channels[0], result.probabilities, samples=samples)
+        drawn = {"drawn_from": f"the labels of the {len(samples)} ensemble members"} if samples else {"drawn_from": "levels of the class probability", "probability_levels": list(LEVELS)}
+        result.provenance.extra["radiomics_intervals"] = {**drawn, "masks_measured": masks}
+        result.probabilities = result.label_samples = None  # not written; released before the outputs
     explanation = explain(result, channels, args, stages) if args.explain else None
     paths = write_case_outputs(
         result,

@@ -43,6 +43,9 @@ class MethodOutput:
         For an ensemble of models: the members' mean own normalised entropy in [0, 1]
         (float32), what a single member says of the input; the domain check compares it with
         single members' outputs on cases they did not train on. None otherwise.
+    label_samples : list of sitk.Image or None
+        For an ensemble run that keeps its probabilities: each member's own labelmap (UInt8,
+        on the input grid), samples of the segmentation for the feature intervals. None otherwise.
     """
 
     labels: sitk.Image
@@ -53,6 +56,7 @@ class MethodOutput:
     model_hash: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict)
     member_uncertainty: Optional[sitk.Image] = None
+    label_samples: Optional[List[sitk.Image]] = None
 
 
 @dataclass
@@ -139,6 +143,8 @@ class SegmentationResult:
     probabilities : sitk.Image or None
         Class posteriors (vector Float32), when the run was asked to keep them
         (``segment(..., keep_probabilities=True)``).
+    label_samples : list of sitk.Image or None
+        With ``keep_probabilities``, an ensemble's members' own labelmaps (see MethodOutput).
     classes : list of ClassInfo
     instance_table : list of InstanceRecord
     provenance : Provenance
@@ -151,6 +157,7 @@ class SegmentationResult:
     instance_table: List[InstanceRecord]
     provenance: Provenance
     probabilities: Optional[sitk.Image] = None
+    label_samples: Optional[List[sitk.Image]] = None
 
     def class_info(self, label: int) -> ClassInfo:
         for c in self.classes:

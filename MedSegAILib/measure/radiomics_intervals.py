@@ -5,10 +5,11 @@ how sure it is of each voxel, so the same instance is re-drawn at several probab
 (the voxels of its class with probability at least 0.3, 0.4, ..., 0.7 that are connected to the
 instance, inside its bounding box widened by a few voxels), and every feature is computed on
 each mask. Each instance then gets, next to the point value ``f``, the columns ``f_mean``,
-``f_sd``, ``f_min`` and ``f_max`` over those masks. For every family the probabilities are the
-ones the run kept: a deep model's mean over its passes and members, a classical method's
-posterior or mean-field marginals, an atlas fusion's fused probability. A method that is sure
-of its boundary gives masks that do not change with the level, and an SD of 0.
+``f_sd``, ``f_min`` and ``f_max`` over those masks. The probabilities are the ones the run
+kept: a single deep model's mean over its flips, a classical method's posterior or mean-field
+marginals, an atlas fusion's fused probability. An ensemble draws its masks from its members
+instead (each member's own labels, ``samples``). A method that is sure of its boundary gives
+masks that do not change with the level, and an SD of 0.
 
 The cost is one feature computation per level and instance, reported by the caller (the CLI's
 ``radiomics intervals`` stage): on the hippocampus crops 0.5-1.6 s, one to four times the point features.
@@ -17,7 +18,7 @@ The cost is one feature computation per level and instance, reported by the call
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -37,19 +38,20 @@ MIN_AGREEMENT = 0.8
 SUFFIXES = ("mean", "sd", "min", "max")
 
 
+def connected_to(candidate: np.ndarray, instance: np.ndarray) -> Optional[np.ndarray]:
+    """The parts of boolean ``candidate`` (26-connected) that touch ``instance``; None if none."""
+    regions, _ = ndimage.label(candidate, structure=np.ones((3, 3, 3)))
+    keep = np.unique(regions[instance & candidate])
+    keep = keep[keep > 0]
+    return np.isin(regions, keep) if keep.size else None
+
+
 def level_masks(probability: np.ndarray, instance: np.ndarray, levels: Sequence[float] = LEVELS) -> list:
     """Boolean masks (same shape) of ``probability >= t`` connected to ``instance``, one per level
     that leaves a non-empty mask. ``probability`` is the instance's class probability and
     ``instance`` its own mask, both over one box (z, y, x)."""
-    out = []
-    for t in levels:
-        candidate = probability >= t
-        regions, n = ndimage.label(candidate, structure=np.ones((3, 3, 3)))
-        keep = np.unique(regions[instance & candidate])
-        keep = keep[keep > 0]
-        if keep.size:
-            out.append(np.isin(regions, keep))
-    return out
+    masks = (connected_to(probability >= t, instance) for t in levels)
+    return [m for m in masks if m is not None]
 
 
 def add_instance_intervals(
@@ -60,13 +62,16 @@ def add_instance_intervals(
     levels: Sequence[float] = LEVELS,
     features: Iterable[str] = FEATURE_CLASSES,
     bin_width: float = 25.0,
+    samples: Optional[Sequence[sitk.Image]] = None,
 ) -> int:
     """Add ``<feature>_mean/_sd/_min/_max`` to each instance's ``measurements`` (in place) from
     masks drawn at ``levels`` of its class's probability; returns the number of masks measured.
 
     ``probabilities``: the run's vector image (component k = class k), on the result's grid.
     Instances are measured as :func:`.radiomics.add_instance_radiomics` measures them (the same
-    texture limits), so each interval belongs to its point value.
+    texture limits), so each interval belongs to its point value. ``samples``: labelmaps drawn
+    from the method itself (an ensemble's members, ``result.label_samples``); given, each
+    instance's masks are its class in each sample, connected to it, instead of the levels.
     """
     from ..io.images import same_grid
 
@@ -78,6 +83,7 @@ def add_instance_intervals(
     arr = sitk.GetArrayViewFromImage(image)
     inst = sitk.GetArrayViewFromImage(result.instances)
     prob = sitk.GetArrayViewFromImage(probabilities)  # (z, y, x, K)
+    drawn = [sitk.GetArrayViewFromImage(s) for s in samples] if samples else None  # the images stay alive in ``samples``
     spacing_zyx = tuple(float(s) for s in reversed(image.GetSpacing()))
     shape = inst.shape
     measured, inconsistent = 0, []
@@ -94,13 +100,17 @@ def add_instance_intervals(
         if agreement < MIN_AGREEMENT:
             inconsistent.append(f"{rec.segment_name or rec.instance_id} (Dice {agreement:.2f})")
         texture = MIN_VOXELS_FOR_TEXTURE <= int(rec.voxel_count) <= MAX_VOXELS_FOR_TEXTURE
-        samples = [region_features(arr[box], mask, spacing_zyx, bin_width=bin_width, features=features, prefix="", texture=texture) for mask in level_masks(p, m, levels)]
-        measured += len(samples)
-        if not samples:
+        if drawn is not None:
+            masks = [x for x in (connected_to(d[box] == rec.class_label, m) for d in drawn) if x is not None]
+        else:
+            masks = level_masks(p, m, levels)
+        measures = [region_features(arr[box], mask, spacing_zyx, bin_width=bin_width, features=features, prefix="", texture=texture) for mask in masks]
+        measured += len(measures)
+        if not measures:
             continue
         intervals = {}
-        for name in samples[0]:
-            values = np.array([s.get(name, math.nan) for s in samples], dtype=float)
+        for name in measures[0]:
+            values = np.array([s.get(name, math.nan) for s in measures], dtype=float)
             values = values[np.isfinite(values)]
             if values.size:
                 intervals[name] = [float(f"{float(v):.10g}") for v in (values.mean(), values.std(), values.min(), values.max())]

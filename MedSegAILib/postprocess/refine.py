@@ -82,4 +82,4 @@ def refine_with_crf(out: MethodOutput, image: sitk.Image, *, weight: float = CRF
     extra["refinement"] = {"method": "crf", "weight": weight, "sigma_used": sig, "voxels_changed": changed, "solve": info}
     params = dict(out.parameters, refine="crf", refine_weight=weight)
     return replace(out, labels=label_img, probabilities=probabilities_image(marg, image) if keep_probabilities else None,
-                   uncertainty=unc, extra=extra, parameters=params, member_uncertainty=None)
+                   uncertainty=unc, extra=extra, parameters=params, member_uncertainty=None, label_samples=None)

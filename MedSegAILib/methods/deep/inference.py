@@ -128,6 +128,7 @@ def segment_with_model(
     uncertainty: str = "entropy",
     runtime: str = "auto",
     progress: Optional[Progress] = None,
+    keep_samples: bool = False,
 ):
     """Run a loaded or named model on co-registered channels; returns a MethodOutput.
 
@@ -148,6 +149,8 @@ def segment_with_model(
     runtime : "auto", "torch" or "onnx"
         Which engine runs the network; see :func:`.onnx_runtime.choose_runtime`. Both give the
         same probabilities to about 1e-4 (checked by the tests on real cases).
+    keep_samples : bool
+        For an ensemble, keep each member's labelmap in the output's ``label_samples``.
     """
     from ...core.classes import ClassInfo
     from ...core.result import MethodOutput
@@ -213,7 +216,7 @@ def segment_with_model(
             else:
                 yield predict_array(member.network, arr, plan, device=dev, flips=flips, mc_samples=mc_samples, progress=part)
 
-    prob, mi, own, agreement = average_members(member_results(), len(members))
+    prob, mi, own, agreement, member_labels = average_members(member_results(), len(members))
     prob = probabilities_to_input_grid(prob, grid, channels[0])
     labels = np.argmax(prob, axis=0).astype(np.uint8)
     label_img = sitk.GetImageFromArray(labels)
@@ -226,7 +229,14 @@ def segment_with_model(
     else:
         unc = sitk.GetImageFromArray(normalized_entropy(prob, axis=0))
         unc.CopyInformation(channels[0])
-    member_unc = None
+    member_unc = samples = None
+    if len(members) > 1 and keep_samples:
+        samples = []
+        for lab_m in member_labels:
+            img = sitk.GetImageFromArray(lab_m)
+            img.CopyInformation(grid)
+            samples.append(sitk.Resample(img, channels[0], sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
+    del member_labels
     if len(members) > 1:
         own_img = sitk.GetImageFromArray(own)
         own_img.CopyInformation(grid)
@@ -245,6 +255,7 @@ def segment_with_model(
         parameters={"model": str(model.folder), "device": dev, "runtime": engine, "tta": tta, "mc_samples": mc_samples, "uncertainty": uncertainty},
         model_hash=model.sha256,
         member_uncertainty=member_unc,
+        label_samples=samples,
         extra={
             "network": plan.network,
             "model_name": model.card.get("name"),

@@ -28,7 +28,8 @@ def run(request: MethodRequest) -> MethodOutput:
     record = card.get("domain")
     before = check_input(record, input_features(request.channels))
     refuse_unless_allowed(before, request.allow_out_of_domain, SOURCE)
-    out = segment_with_model(request.channels, request.model, device=request.device, progress=request.progress, **request.params)
+    out = segment_with_model(request.channels, request.model, device=request.device, progress=request.progress,
+                             keep_samples=request.keep_probabilities, **request.params)
     after = check_result(record, out)
     refuse_unless_allowed(after, request.allow_out_of_domain, SOURCE)
     return mark_result(out, before, after, "the model card records no training domain: the input was not checked against it")

@@ -49,7 +49,7 @@ def average_passes(logit_passes: Iterable[np.ndarray], n_passes: int, progress: 
     return mean.astype(np.float32), mi.astype(np.float32)
 
 
-def average_members(member_results: Iterable[Tuple[np.ndarray, np.ndarray]], n_members: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[float]]:
+def average_members(member_results: Iterable[Tuple[np.ndarray, np.ndarray]], n_members: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[float], list]:
     """An ensemble's predictive distribution from its members' own (mean softmax, mutual
     information) pairs, as :func:`average_passes` gives them.
 
@@ -58,7 +58,8 @@ def average_members(member_results: Iterable[Tuple[np.ndarray, np.ndarray]], n_m
     disagreement; the members' mean own entropy, mean_m H[p_m] (Z, Y, X): what one member
     says of the input, comparable with a record of single members' outputs on cases they did
     not train on; and the members' agreement (:func:`label_agreement` of their labels; None
-    for one member). One member gives back its own probabilities, mutual information and entropy.
+    for one member); and each member's labels (argmax, uint8). One member gives back its own
+    probabilities, mutual information and entropy.
     """
     mean = own = expected = None
     labels = []
@@ -72,7 +73,7 @@ def average_members(member_results: Iterable[Tuple[np.ndarray, np.ndarray]], n_m
     own /= n_members
     mi = np.clip(normalized_entropy(mean, axis=0) - expected / n_members, 0.0, 1.0)
     agreement = label_agreement(labels, mean.shape[0]) if len(labels) > 1 else None
-    return mean.astype(np.float32), mi.astype(np.float32), own.astype(np.float32), agreement
+    return mean.astype(np.float32), mi.astype(np.float32), own.astype(np.float32), agreement, labels
 
 
 def label_agreement(labels, n_classes: int) -> float:
