@@ -311,6 +311,19 @@ def glcm_features(levels: np.ndarray, mask: np.ndarray) -> Dict[str, float]:
 # Images
 
 
+def only_label(lab: np.ndarray) -> int:
+    """The one non-zero label of a labelmap array; InputError when there is none or several."""
+    present = [int(v) for v in np.unique(lab) if v != 0]
+    if not present:
+        raise InputError(
+            "the labelmap has no labelled voxels inside the image "
+            "(do the image and the labelmap come from the same scan?)"
+        )
+    if len(present) != 1:
+        raise InputError(f"the labelmap holds labels {present[:10]}; choose one with --label")
+    return present[0]
+
+
 def _region_mask(image: sitk.Image, mask_or_labels: sitk.Image, label: Optional[int]) -> Tuple[np.ndarray, np.ndarray, Tuple[slice, ...]]:
     from ..io.images import same_grid
 
@@ -323,15 +336,7 @@ def _region_mask(image: sitk.Image, mask_or_labels: sitk.Image, label: Optional[
         mask_or_labels = sitk.Resample(mask_or_labels, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, mask_or_labels.GetPixelID())
     lab = sitk.GetArrayViewFromImage(mask_or_labels)
     if label is None:
-        present = [int(v) for v in np.unique(lab) if v != 0]
-        if not present:
-            raise InputError(
-                "the labelmap has no labelled voxels inside the image "
-                "(do the image and the labelmap come from the same scan?)"
-            )
-        if len(present) != 1:
-            raise InputError(f"the labelmap holds labels {present[:10]}; choose one with --label")
-        label = present[0]
+        label = only_label(lab)
     m = lab == label
     if not m.any():
         raise InputError(f"label {label} is not present in the labelmap (on the image's grid)")

@@ -22,7 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..core.errors import InputError
-from .radiomics import FEATURE_CLASSES, compute_radiomics
+from .radiomics import FEATURE_CLASSES, compute_radiomics, only_label
 
 
 @dataclass
@@ -64,13 +64,6 @@ def perturbed_masks(mask: sitk.Image, voxels: int = 1) -> Dict[str, sitk.Image]:
     return {"eroded": eroded, "dilated": dilated}
 
 
-def _only_label(labels: sitk.Image) -> int:
-    present = [int(v) for v in np.unique(sitk.GetArrayViewFromImage(labels)) if v != 0]
-    if len(present) != 1:
-        raise InputError(f"the labelmap holds labels {present[:10]}; choose one with --label" if present else "the labelmap has no labelled voxels")
-    return present[0]
-
-
 def feature_robustness(
     image: sitk.Image,
     labels: sitk.Image,
@@ -92,7 +85,7 @@ def feature_robustness(
 
     if not same_grid(image, labels):
         labels = sitk.Resample(labels, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, labels.GetPixelID())
-    label = _only_label(labels) if label is None else int(label)
+    label = only_label(sitk.GetArrayViewFromImage(labels)) if label is None else int(label)
     mask = region_mask(labels, label)
     if not sitk.GetArrayViewFromImage(mask).any():
         raise InputError(f"label {label} is not present in the labelmap (on the image's grid)")

@@ -57,7 +57,7 @@ def occlusion_sensitivity(
     Returns a float32 vector image on ``channels[0]``'s grid, component k-1 = structure k
     (probability drop, unitless, in [-1, 1]).
     """
-    from .inference import _members
+    from .inference import _members, onto_input_grid
     from .model_cache import PROCESS_MODELS
     from .model_store import load_model, resolve_model_dir
     from .onnx_runtime import choose_runtime, load_onnx_model
@@ -99,12 +99,7 @@ def occlusion_sensitivity(
         if i % 16 == 0:
             progress.update((i + 1) / len(positions), f"occlusion {i + 1}/{len(positions)}")
     sensitivity = (drop / np.maximum(count, 1.0)).astype(np.float32)
-    # Onto the input grid (linear), as the probabilities are brought there.
-    out = []
-    for c in range(k - 1):
-        img = sitk.GetImageFromArray(sensitivity[c])
-        img.CopyInformation(grid)
-        out.append(sitk.GetArrayFromImage(sitk.Resample(img, channels[0], sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)))
+    out = [sitk.GetArrayFromImage(onto_input_grid(sensitivity[c], grid, channels[0])) for c in range(k - 1)]
     vector = sitk.GetImageFromArray(np.stack(out, axis=-1), isVector=True)
     vector.CopyInformation(channels[0])
     progress.update(1.0, "occlusion sensitivity done")

@@ -102,6 +102,13 @@ def predict_array(
     return average_passes(passes(), len(runs), progress)
 
 
+def onto_input_grid(arr: np.ndarray, grid: sitk.Image, reference: sitk.Image) -> sitk.Image:
+    """A (Z, Y, X) map on the plan grid ``grid`` brought onto the input's grid (linear, float32)."""
+    img = sitk.GetImageFromArray(arr)
+    img.CopyInformation(grid)
+    return sitk.Resample(img, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+
+
 def probabilities_to_input_grid(prob: np.ndarray, grid: sitk.Image, reference: sitk.Image) -> np.ndarray:
     """Bring (K, Z, Y, X) probabilities from the plan grid to the input grid (linear), renormalised."""
     from ...io.images import same_grid
@@ -223,9 +230,7 @@ def segment_with_model(
     label_img.CopyInformation(channels[0])
     prob_img = probabilities_image(np.moveaxis(prob, 0, -1), channels[0])
     if uncertainty == "mutual_information":
-        mi_img = sitk.GetImageFromArray(mi)
-        mi_img.CopyInformation(grid)
-        unc = sitk.Resample(mi_img, channels[0], sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        unc = onto_input_grid(mi, grid, channels[0])
     else:
         unc = sitk.GetImageFromArray(normalized_entropy(prob, axis=0))
         unc.CopyInformation(channels[0])
@@ -238,9 +243,7 @@ def segment_with_model(
             samples.append(sitk.Resample(img, channels[0], sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
     del member_labels
     if len(members) > 1:
-        own_img = sitk.GetImageFromArray(own)
-        own_img.CopyInformation(grid)
-        member_unc = sitk.Resample(own_img, channels[0], sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        member_unc = onto_input_grid(own, grid, channels[0])
     classes = []
     for lab in range(1, plan.num_classes):
         name = plan.class_names.get(str(lab), f"Label {lab}")
