@@ -10,7 +10,10 @@ real processes and real files:
   supplies a QProcess adapter (:class:`MedSegAIProcess`) and ``QTimer.singleShot`` as its
   event loop, so nothing is done inside a Qt signal;
 - which packages a run needs is ``MedSegAILib.runs.requirements``;
-- nodes to files and a finished case into the scene is ``MedSegAILib.slicer_bridge.scene_io``.
+- nodes to files and a finished case into the scene is ``MedSegAILib.slicer_bridge.scene_io``;
+- training on the user's own cases (nodes to a checked training set, the background training,
+  the user's model folder) is ``MedSegAILib.slicer_bridge.training_nodes``,
+  ``MedSegAILib.methods.deep.training_set`` and ``MedSegAILib.runs.training_run``.
 
 Only Slicer's own modules are imported at module scope; MedSegAILib and its optional
 dependencies are imported when first needed. Everything here parses and runs on Python 3.9
@@ -20,6 +23,7 @@ dependencies are imported when first needed. Everything here parses and runs on 
 import codecs
 import functools
 import importlib
+import json
 import logging
 import os
 import shutil
@@ -174,7 +178,7 @@ def parameterNodeClass():
 
 #: Fields the widget keeps in sync itself (combos filled from the registry, the parameter form,
 #: and the folder paths); every other field is bound through its widget's SlicerParameterName.
-MANUALLY_BOUND_PARAMETERS = ("methodFamily", "method", "methodParameters", "model", "modelFolder", "atlasFolder", "surfaceFolder")
+MANUALLY_BOUND_PARAMETERS = ("methodFamily", "method", "methodParameters", "model", "modelFolder", "atlasFolder", "surfaceFolder", "trainPairs")
 PATH_WIDGETS = {"modelFolder": "modelFolderPathLineEdit", "atlasFolder": "atlasFolderPathLineEdit", "surfaceFolder": "surfaceFolderPathLineEdit"}
 
 
@@ -218,11 +222,18 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.outputSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.ui.show3DButton.setSegmentationNode)
         self.ui.deviceInfoLabel.text = _(self.logic.deviceDescription())
         self.ui.progressBar.visible = False
+        self.ui.addTrainPairButton.connect("clicked(bool)", self.onAddTrainPair)
+        self.ui.removeTrainPairButton.connect("clicked(bool)", self.onRemoveTrainPair)
+        self.ui.trainButton.connect("clicked(bool)", self.onTrainButton)
+        self.ui.retrainButton.connect("clicked(bool)", self.onRetrainButton)
+        self.ui.trainProgressBar.visible = False
+        self._curveShown = None
 
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
         self.logic.cancel()
+        self.logic.cancelTraining()
         self._disconnectParameterNode()
         self.removeObservers()
 
@@ -234,6 +245,7 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         self.logic.cancel()
+        self.logic.cancelTraining()  # its cases are nodes of the scene that closes
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -285,19 +297,27 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # --- method choice and its parameters ---------------------------------------------------
 
     def _fillMethodCombos(self) -> None:
-        from MedSegAILib.runs.model_choices import shipped_model_choices
         from MedSegAILib.runs.requirements import methods_by_family
 
         self._methods = methods_by_family()
         self.ui.methodFamilyComboBox.clear()
         for family in self._methods:
             self.ui.methodFamilyComboBox.addItem(_(family.capitalize()), family)
+        self._fillModelCombo()
+
+    def _fillModelCombo(self) -> None:
+        """The shipped models, then the user's own (trained here), newest first."""
+        from MedSegAILib.runs.model_choices import shipped_model_choices
+        from MedSegAILib.runs.training_run import user_model_choices
+
         self._modelSummaries = {}
+        wasBlocked = self.ui.modelComboBox.blockSignals(True)
         self.ui.modelComboBox.clear()
-        for choice in shipped_model_choices():
-            self.ui.modelComboBox.addItem(choice.name, choice.name)
+        for choice in shipped_model_choices() + user_model_choices(self.logic.userModelsFolder()):
+            self.ui.modelComboBox.addItem(choice.text, choice.name)
             self.ui.modelComboBox.setItemData(self.ui.modelComboBox.count - 1, choice.summary, qt.Qt.ToolTipRole)
             self._modelSummaries[choice.name] = choice.summary
+        self.ui.modelComboBox.blockSignals(wasBlocked)
 
     def _updateGui(self, caller=None, event=None) -> None:
         """Parameter node -> the manually bound widgets, and the Apply/Export states."""
@@ -333,6 +353,7 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.seedSegmentationSelector.enabled = "seeds" in needs
             self.ui.deviceComboBox.enabled = spec is not None and spec.family == "deep"
             self.ui.methodDescriptionLabel.text = spec.summary if spec else ""
+            self._fillTrainPairsList()
         finally:
             self._updatingGui = False
         self._updateButtons()
@@ -350,6 +371,25 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.enabled = ready
             self.ui.applyButton.toolTip = _("Run the segmentation in the background.") if ready else _("Select an input volume.")
         self.ui.exportSurfacesButton.enabled = bool(p and p.surfaceSegmentation and p.surfaceFolder) and not running
+        self._updateTrainButtons()
+
+    def _updateTrainButtons(self) -> None:
+        from MedSegAILib.runs.training_run import has_training_set, pairs_from_json
+
+        p = self._parameterNode
+        training = self.logic.isTraining()
+        self.ui.retrainButton.enabled = False
+        if training:
+            self.ui.trainButton.text = _("Cancel training")
+            self.ui.trainButton.toolTip = _("Stop the training; no model is added.")
+            self.ui.trainButton.enabled = True
+            return
+        self.ui.trainButton.text = _("Train")
+        pairs = pairs_from_json(p.trainPairs) if p else []
+        self.ui.trainButton.enabled = bool(pairs)
+        self.ui.trainButton.toolTip = _("Train a model on the listed cases in the background.") if pairs else _("Add volume and segmentation pairs first.")
+        model = self.logic.settingsFor(p).model if p else ""
+        self.ui.retrainButton.enabled = bool(p and p.trainVolume and p.trainSegmentation and has_training_set(model))
         self.ui.showTableButton.enabled = bool(self._lastNodes and self._lastNodes.table and self._lastNodes.table.GetScene())
 
     def _fillMethodsOfFamily(self, family: str) -> None:
@@ -552,6 +592,129 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         return message.startswith(OUT_OF_DOMAIN_START)
 
+    # --- training -----------------------------------------------------------------------------
+
+    def _fillTrainPairsList(self) -> None:
+        """The training cases of the parameter node, by node name."""
+        from MedSegAILib.runs.training_run import pairs_from_json
+
+        self.ui.trainPairsList.clear()
+        for volumeID, segmentationID in pairs_from_json(self._parameterNode.trainPairs):
+            volume, segmentation = slicer.mrmlScene.GetNodeByID(volumeID), slicer.mrmlScene.GetNodeByID(segmentationID)
+            self.ui.trainPairsList.addItem(
+                "{volume}  +  {segmentation}".format(
+                    volume=volume.GetName() if volume else _("(removed volume)"),
+                    segmentation=segmentation.GetName() if segmentation else _("(removed segmentation)"),
+                )
+            )
+
+    def onAddTrainPair(self) -> None:
+        from MedSegAILib.runs.training_run import pairs_from_json
+        from MedSegAILib.slicer_bridge.training_nodes import segment_names_of
+
+        p = self._parameterNode
+        if not (p.trainVolume and p.trainSegmentation):
+            slicer.util.errorDisplay(_("Select a volume and the segmentation drawn on it."))
+            return
+        pairs = pairs_from_json(p.trainPairs)
+        pair = [p.trainVolume.GetID(), p.trainSegmentation.GetID()]
+        if pair not in pairs:
+            with slicer.util.NodeModify(p.parameterNode):
+                p.trainPairs = json.dumps(pairs + [pair])
+                if not p.trainSegments.strip():
+                    p.trainSegments = ", ".join(segment_names_of(p.trainSegmentation))
+
+    def onRemoveTrainPair(self) -> None:
+        from MedSegAILib.runs.training_run import pairs_from_json
+
+        pairs = pairs_from_json(self._parameterNode.trainPairs)
+        row = self.ui.trainPairsList.currentRow
+        if 0 <= row < len(pairs):
+            del pairs[row]
+            self._parameterNode.trainPairs = json.dumps(pairs)
+
+    def onTrainButton(self) -> None:
+        if self.logic.isTraining():
+            self.logic.cancelTraining()  # the outcome ("cancelled") arrives through onTrainFinished
+            return
+        self._startTraining(retrain=False)
+
+    def onRetrainButton(self) -> None:
+        self._startTraining(retrain=True)
+
+    def _startTraining(self, retrain: bool) -> None:
+        with slicer.util.tryWithErrorDisplay(_("The training packages could not be installed.")):
+            if not self.logic.ensureTrainingDependencies():
+                self.ui.trainStatusLabel.text = _("The training packages are not installed; nothing was started.")
+                return
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the training."), waitCursor=True):
+            try:
+                self.ui.trainProgressBar.value = 0
+                self.ui.trainProgressBar.visible = True
+                self.ui.trainStatusLabel.text = _("Checking and exporting the cases…")
+                self.logic.startTraining(
+                    self._parameterNode, retrain=retrain, onProgress=self.onTrainProgress, onLog=self.onTrainLog, onFinished=self.onTrainFinished
+                )
+                self.ui.trainStatusLabel.text = _("Training in the background…")
+            except Exception:
+                self.ui.trainProgressBar.visible = False
+                self.ui.trainStatusLabel.text = _("Not started.")
+                raise
+            finally:
+                self._updateButtons()
+
+    def onTrainProgress(self, fraction: float, message: str) -> None:
+        self.ui.trainProgressBar.value = int(round(100 * fraction))
+        self.ui.trainStatusLabel.text = message
+
+    def onTrainLog(self, line: str, elapsed: float) -> None:
+        self.ui.logTextEdit.appendPlainText(f"[training {elapsed:7.1f} s] {line}")
+        self._showLearningCurve(self.logic.learningCurvePath())
+
+    def _showLearningCurve(self, path) -> None:
+        """Show the learning-curve PNG when it is new or was redrawn since it was last shown."""
+        if not path or not os.path.isfile(str(path)):
+            return
+        stamp = (str(path), os.path.getmtime(str(path)))
+        if stamp == self._curveShown:
+            return
+        pixmap = qt.QPixmap(str(path))
+        if pixmap.isNull():
+            return
+        width = max(200, self.ui.trainCollapsibleButton.width - 30)
+        self.ui.learningCurveLabel.setPixmap(pixmap.scaledToWidth(width, qt.Qt.SmoothTransformation))
+        self._curveShown = stamp
+
+    def onTrainFinished(self, outcome) -> None:
+        """Runs after the process's signals have returned; on success the new model is in the
+        model list and chosen for the next Apply."""
+        from MedSegAILib.methods.deep.model_store import read_card
+
+        self.ui.trainProgressBar.visible = False
+        if outcome.ok:
+            card = read_card(outcome.output_folder)
+            self._showLearningCurve(os.path.join(str(outcome.output_folder), "learning_curves.png"))
+            self._fillModelCombo()
+            with slicer.util.NodeModify(self._parameterNode.parameterNode):
+                self._parameterNode.methodFamily = "deep"
+                self._parameterNode.method = "deep"
+                self._parameterNode.methodParameters = "{}"
+                self._parameterNode.modelFolder = ""
+                self._parameterNode.model = str(outcome.output_folder)
+            self.ui.trainStatusLabel.text = _(
+                "Trained '{name}' in {minutes:.1f} min on {n} cases: validation Dice {dice}. It is selected for the next Apply."
+            ).format(
+                name=card.get("name"), minutes=outcome.elapsed_s / 60, n=len(card["training"]["train_cases"]) + len(card["training"]["validation_cases"]),
+                dice=card["validation"].get("mean_dice"),
+            )
+        elif outcome.status == "cancelled":
+            self.ui.trainStatusLabel.text = _("Training cancelled; no model was added.")
+        else:
+            self.ui.trainStatusLabel.text = _("Training failed: {message}").format(message=outcome.message)
+            self.ui.logCollapsibleButton.collapsed = False
+            slicer.util.errorDisplay(_("Training failed: {message}").format(message=outcome.message), detailedText="\n".join(outcome.log_tail))
+        self._updateButtons()
+
     def onShowTable(self) -> None:
         if self._lastNodes is not None:
             self.logic.showTable(self._lastNodes.table)
@@ -661,6 +824,7 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self.libraryFolder = _ensureLibraryOnPath()
         self._run = None
+        self._trainingRun = None
         self._wrapper = None
 
     def getParameterNode(self):
@@ -690,14 +854,20 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
     def ensureDependencies(self, settings) -> bool:
         """Install what this run needs, after asking; False if the user declined. A run that
         cannot work at all raises (InputError) before anything is installed."""
-        from MedSegAILib.runs.requirements import install_plan, install_question, missing_for_run, torch_version_requirement
+        from MedSegAILib.runs.requirements import missing_for_run
 
-        missing = missing_for_run(settings)
+        return self._installAfterAsking(settings.method, missing_for_run(settings), lambda: missing_for_run(settings))
+
+    def _installAfterAsking(self, what, missing, stillMissing) -> bool:
+        """Ask, then install ``missing`` (torch through the PyTorch extension, the rest with
+        pip); True when ``stillMissing()`` is empty afterwards."""
+        from MedSegAILib.runs.requirements import install_plan, install_question, torch_version_requirement
+
         if not missing:
             return True
         if slicer.app.commandOptions().testingEnabled:
             return False  # the question answers itself in testing mode: never install unasked
-        if not slicer.util.confirmOkCancelDisplay(_(install_question(settings.method, missing))):
+        if not slicer.util.confirmOkCancelDisplay(_(install_question(what, missing))):
             return False
         plan = install_plan(missing)
         if "pytorch" in plan:
@@ -713,7 +883,7 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
                 return False
         if "pip" in plan:
             self._pipInstall(plan["pip"])
-        return not missing_for_run(settings)
+        return not stillMissing()
 
     @staticmethod
     def _pipInstall(requirements) -> None:
@@ -728,6 +898,13 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
             packaging.pip_install(list(requirements), requester="MedSegAI")
         else:
             slicer.util.pip_install(list(requirements))
+
+    def ensureTrainingDependencies(self) -> bool:
+        """Install what training needs (the torch stack, the ONNX exporter, matplotlib), after
+        asking; False if the user declined."""
+        from MedSegAILib.runs.requirements import missing_for_training
+
+        return self._installAfterAsking("training", missing_for_training(), missing_for_training)
 
     def pythonExecutable(self) -> str:
         name = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
@@ -794,6 +971,93 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
         """Stop the running process tree; nothing is added to the scene."""
         if self._run is not None:
             self._run.cancel()
+
+    # --- training -----------------------------------------------------------------------------
+
+    def userModelsFolder(self) -> str:
+        """Where models trained here are kept: beside Slicer's user settings (as Slicer's own
+        ScreenCapture module keeps its files), so they survive updates of the extension."""
+        return os.path.join(os.path.dirname(slicer.app.slicerUserSettingsFilePath), "MedSegAI", "Models")
+
+    def isTraining(self) -> bool:
+        return self._trainingRun is not None and self._trainingRun.state == "running"
+
+    def learningCurvePath(self):
+        """The running training's learning-curve PNG (None before the first is drawn)."""
+        return self._trainingRun.learning_curve if self._trainingRun is not None else None
+
+    def trainingPairs(self, p):
+        """The parameter node's training cases as (volume node, segmentation node) pairs."""
+        from MedSegAILib.runs.training_run import pairs_from_json
+
+        pairs = []
+        for volumeID, segmentationID in pairs_from_json(p.trainPairs):
+            volume, segmentation = slicer.mrmlScene.GetNodeByID(volumeID), slicer.mrmlScene.GetNodeByID(segmentationID)
+            if volume is None or segmentation is None:
+                raise ValueError(_("A training case refers to a node that was removed from the scene; remove it from the list."))
+            pairs.append((volume, segmentation))
+        return pairs
+
+    def startTraining(self, p, retrain=False, onProgress=None, onLog=None, onFinished=None):
+        """Export the training cases (checked) into the run's work folder and start
+        ``medsegai train`` on them in the background.
+
+        ``retrain``: the pair chosen above (``trainVolume``, ``trainSegmentation``) joins the
+        training set of the selected model (one trained here) and training continues from that
+        model. ``onFinished(outcome)`` is called once from the event loop; on success
+        ``outcome.output_folder`` is the new model's folder in :meth:`userModelsFolder`.
+        """
+        from MedSegAILib.methods.deep.model_store import read_card
+        from MedSegAILib.methods.deep.training_set import extend_training_set, read_training_set, write_training_set
+        from MedSegAILib.runs.training_run import TrainingRun, TrainingSettings, segment_names_from_text, training_set_of
+        from MedSegAILib.slicer_bridge.training_nodes import cases_from_node_pairs, segment_names_of
+
+        if self.isTraining():
+            raise RuntimeError(_("A training is already running."))
+        if retrain:
+            model = self.settingsFor(p).model
+            source = training_set_of(model)
+            segments = [s["name"] for s in read_training_set(source)["medsegai"]["segments"]]
+            cases, _terms = cases_from_node_pairs([(p.trainVolume, p.trainSegmentation)], segments)
+            settings = TrainingSettings(read_card(model).get("name") or os.path.basename(model), tuple(segments), p.trainBudgetMin, p.device, init_from=model)
+
+            def write(folder):
+                extend_training_set(source, cases, folder)
+        else:
+            pairs = self.trainingPairs(p)
+            if not pairs:
+                raise ValueError(_("Add volume and segmentation pairs first."))
+            segments = segment_names_from_text(p.trainSegments) or segment_names_of(pairs[0][1])
+            cases, terms = cases_from_node_pairs(pairs, segments)
+            settings = TrainingSettings(p.trainModelName, tuple(segments), p.trainBudgetMin, p.device)
+
+            def write(folder):
+                write_training_set(cases, segments, folder, terminology=terms, name=p.trainModelName)
+
+        def finished(outcome):
+            self._trainingRun = None
+            if onFinished:
+                onFinished(outcome)
+
+        run = TrainingRun(
+            settings,
+            MedSegAIProcess(slicer.app),
+            models_root=self.userModelsFolder(),
+            python_executable=self.pythonExecutable(),
+            library_parent=self.libraryFolder,
+            call_soon=lambda fn: qt.QTimer.singleShot(0, fn),
+            on_progress=onProgress,
+            on_log=onLog,
+            on_finished=finished,
+        )
+        run.start(write)
+        self._trainingRun = run
+        return run
+
+    def cancelTraining(self) -> None:
+        """Stop the training's process tree; no model is added."""
+        if self._trainingRun is not None:
+            self._trainingRun.cancel()
 
     # --- results --------------------------------------------------------------------------
 
@@ -882,6 +1146,8 @@ class MedSegAITest(ScriptedLoadableModuleTest):
         self.test_Cancel()
         self.setUp()
         self.test_SurfaceExport()
+        self.setUp()
+        self.test_TrainAndRetrain()
 
     def _sample(self):
         _ensureLibraryOnPath()
@@ -1018,4 +1284,44 @@ class MedSegAITest(ScriptedLoadableModuleTest):
             self.assertEqual(len(files), nodes.segmentation.GetSegmentation().GetNumberOfSegments())
             for f in files:
                 self.assertTrue(surface_is_closed(read_surface(f)))
+        self.delayDisplay("Test passed")
+
+    def test_TrainAndRetrain(self):
+        """The Train section's path: the three sample cases as volume and segmentation nodes
+        train a model in the background (half a minute), the model segments a case at once, and
+        one case added retrains it from there; nothing is written to the user's model folder."""
+        _ensureLibraryOnPath()
+        from MedSegAILib.resources import sample_cases
+        from MedSegAILib.runs.requirements import missing_for_training
+
+        if missing_for_training():
+            return  # the self-test installs nothing
+        with tempfile.TemporaryDirectory() as folder:
+            logic = MedSegAILogic()
+            logic.userModelsFolder = lambda: folder
+            p = logic.getParameterNode()
+            pairs = []
+            for case in sample_cases():
+                volume = slicer.util.loadVolume(str(case.image))
+                segmentation = slicer.util.loadSegmentation(str(case.label))
+                pairs.append([volume.GetID(), segmentation.GetID()])
+            p.trainPairs, p.trainSegments, p.trainModelName, p.trainBudgetMin = json.dumps(pairs), "", "MedSegAITest", 0.5
+            finished = []
+            logic.startTraining(p, onFinished=finished.append)
+            self.assertTrue(logic.isTraining())
+            self._wait(lambda: finished, 900)
+            self.assertTrue(finished[0].ok, f"{finished[0].message}\n" + "\n".join(finished[0].log_tail))
+            model = str(finished[0].output_folder)
+            self.assertTrue(model.startswith(folder))
+            p.inputVolume, p.methodFamily, p.method, p.methodParameters, p.model, p.modelFolder = volume, "deep", "deep", "{}", model, ""
+            p.allowOutOfDomain = True  # a three-case model's record is not used, but a test should not depend on it
+            nodes = self._apply(logic, p)
+            if nodes is not None:
+                self.assertGreater(nodes.segmentation.GetSegmentation().GetNumberOfSegments(), 0)
+            p.trainVolume, p.trainSegmentation = volume, segmentation
+            again = []
+            logic.startTraining(p, retrain=True, onFinished=again.append)
+            self._wait(lambda: again, 900)
+            self.assertTrue(again[0].ok, f"{again[0].message}\n" + "\n".join(again[0].log_tail))
+            self.assertNotEqual(str(again[0].output_folder), model)
         self.delayDisplay("Test passed")

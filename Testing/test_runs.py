@@ -166,12 +166,14 @@ def test_progress_and_error_lines():
 #: `pip index versions NAME --python-version 3.9 --only-binary=:all:` (2026-12): torch 2.8.0
 #: (2.9.0 needs 3.10), MONAI 1.5.2 (1.6.0 needs 3.10), onnxruntime 1.19.2, safetensors 0.7.0;
 #: einops and PyMaxflow still support 3.9. On an Intel Mac torch stops at 2.2.2.
-NEWEST_FOR_PY39 = {"torch": "2.8.0", "monai": "1.5.2", "onnxruntime": "1.19.2", "safetensors": "0.7.0", "einops": "0.8.2", "PyMaxflow": "1.3.2"}
+NEWEST_FOR_PY39 = {"torch": "2.8.0", "monai": "1.5.2", "onnxruntime": "1.19.2", "safetensors": "0.7.0", "einops": "0.8.2", "PyMaxflow": "1.3.2",
+                   "onnxscript": "0.7.2", "matplotlib": "3.9.4"}
 #: What the project's own environment (Python 3.11) installs.
-PROJECT = {"torch": "2.13.0", "monai": "1.6.1", "onnxruntime": "1.32.0", "safetensors": "0.8.0", "einops": "0.8.2", "PyMaxflow": "1.3.2"}
+PROJECT = {"torch": "2.13.0", "monai": "1.6.1", "onnxruntime": "1.32.0", "safetensors": "0.8.0", "einops": "0.8.2", "PyMaxflow": "1.3.2",
+           "onnxscript": "0.7.2", "matplotlib": "3.11.2"}
 
 
-@pytest.mark.parametrize("req", [rq.TORCH, rq.MONAI, rq.SAFETENSORS, rq.EINOPS, rq.ONNXRUNTIME, rq.PYMAXFLOW], ids=lambda r: r.module)
+@pytest.mark.parametrize("req", [rq.TORCH, rq.MONAI, rq.SAFETENSORS, rq.EINOPS, rq.ONNXRUNTIME, rq.PYMAXFLOW, rq.ONNXSCRIPT, rq.MATPLOTLIB], ids=lambda r: r.module)
 def test_requirements_install_on_every_supported_slicer_python(req):
     """A range, not a pin: it admits a release for Slicer 5.8's Python 3.9 and the project's own."""
     name, spec = req.distribution.split(">", 1)[0].split("=", 1)[0].split("<", 1)[0], req.distribution
@@ -197,6 +199,9 @@ def test_requirements_of_runs():
     assert [r.module for r in rq.missing_for_run(torch_run, is_installed=none)] == ["torch", "monai", "safetensors"]
     assert rq.install_plan(rq.missing_for_run(torch_run, is_installed=none))["pytorch"] == [rq.TORCH.distribution]
     assert "GPL-3.0" in rq.install_question("graphcut", [rq.PYMAXFLOW])
+    # Training asks for the torch stack, the exporter and what draws its learning curve.
+    assert [r.module for r in rq.missing_for_training(is_installed=none)] == ["torch", "monai", "safetensors", "onnxscript", "onnxruntime", "matplotlib"]
+    assert rq.install_question("training", [rq.MATPLOTLIB]).startswith("Training a model needs")
     with pytest.raises(InputError, match="no model folder or shipped model"):
         rq.missing_for_run(RunSettings(method="deep", model="no-such-model"))
 

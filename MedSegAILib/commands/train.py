@@ -43,7 +43,8 @@ def add_arguments(p) -> None:
     p.add_argument("--budget-clock", choices=("wall", "cpu"), default="wall", help="measure --time-budget-min in elapsed (wall) or process CPU time (default wall)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (default 2e-3, polynomial decay)")
-    p.add_argument("--val-cases", type=int, default=40, help="the last N cases by name validate (default 40)")
+    p.add_argument("--val-cases", type=int, help="the last N cases by name validate (default: the cases dataset.json lists under medsegai.validation, as an exported training set does, else 40)")
+    p.add_argument("--val-names", metavar="NAME,...", help="exactly these cases (by name, comma-separated) validate, instead of --val-cases")
     p.add_argument("--fold", type=int, help="cross-validation: the K-th block of --val-cases cases by name validates instead of the last (K from 0; the last fold also takes any remainder)")
     p.add_argument("--val-every", type=int, default=1, help="validate every N epochs (default 1)")
     p.add_argument("--augment", type=float, default=1.0, help="augmentation strength, 0 = none (default 1)")
@@ -57,6 +58,7 @@ def add_arguments(p) -> None:
     p.add_argument("--no-onnx", action="store_true", help="do not export the trained model to ONNX (model.onnx)")
     p.add_argument("--average-from", type=float, metavar="FRACTION", help="stochastic weight averaging: from this fraction of the schedule on (e.g. 0.5) the learning rate stays constant and the weights of every epoch are averaged; the average is the kept model instead of the best validation epoch")
     p.add_argument("--distributed", action="store_true", help="train on the processes torchrun starts (DistributedDataParallel: gloo on the CPU, NCCL on GPUs): torchrun --nproc_per_node N -m MedSegAILib.cli train ... --distributed")
+    p.add_argument("--progress-lines", action="store_true", help="print progress as plain '[ 42.0%%] message' lines, one per 0.5%% (for programs that read it, such as the Slicer panel)")
     p.add_argument("--init-from", metavar="MODEL", help="start from a trained model's weights (name or folder; same plan), e.g. to continue with a new budget")
 
 
@@ -75,12 +77,12 @@ def run(args) -> int:
     opts = TrainOptions(
         network=args.network, norm=args.norm, features=features, full_resolution_level=args.full_resolution_level, dropout=args.dropout, aspp=args.aspp,
         loss=args.loss, epochs=args.epochs, time_budget_min=args.time_budget_min, budget_clock=args.budget_clock, batch_size=args.batch_size,
-        lr=args.lr, val_cases=args.val_cases, fold=args.fold, val_every=args.val_every, seed=args.seed, augment=args.augment,
+        lr=args.lr, val_cases=args.val_cases, val_names=[n.strip() for n in args.val_names.split(",") if n.strip()] if args.val_names else None, fold=args.fold, val_every=args.val_every, seed=args.seed, augment=args.augment,
         threads=args.threads, max_train_cases=args.max_train_cases, device=args.device, class_names=names,
         name=args.name, sdf_head=args.sdf_head, sdf_weight=args.sdf_weight, mixed_precision=not args.no_mixed_precision,
         init_from=args.init_from, onnx_export=not args.no_onnx, average_from=args.average_from, distributed=args.distributed,
     )
-    bar = TextProgressBar(delay=0.0)
+    bar = TextProgressBar(lines=True, line_step=0.005) if args.progress_lines else TextProgressBar(delay=0.0)
     try:
         card = train(args.dataset, args.output, opts, resume=args.resume, progress=bar, log=lambda m: print(m, file=sys.stderr, flush=True))
     finally:

@@ -78,14 +78,17 @@ class TextProgressBar:
     """A one-line progress bar on a terminal (stderr); silent when stderr is not a TTY
     unless ``always`` is set, and only drawn once work has taken more than ``delay`` seconds."""
 
-    def __init__(self, stream=None, width: int = 30, delay: float = 1.0, always: bool = False, lines: bool = False):
+    def __init__(self, stream=None, width: int = 30, delay: float = 1.0, always: bool = False, lines: bool = False, line_step: float = 0.0):
         """``lines``: every change of step as a plain "[ 42.0%] message" line at once (for a
-        program that reads the progress, such as the Slicer panel)."""
+        program that reads the progress, such as the Slicer panel); ``line_step``: with
+        ``lines``, a new line only once the fraction has grown by this much (a training's
+        thousands of steps would flood the log)."""
         self.stream = stream or sys.stderr
         self.width = width
         self.delay = 0.0 if lines else delay
         self.always = always
         self.lines = lines
+        self.line_step = line_step
         self._t0 = time.monotonic()
         self._last = ""
         self._last_fraction = -1.0
@@ -97,7 +100,7 @@ class TextProgressBar:
         if self.lines or not (self.always or getattr(self.stream, "isatty", lambda: False)()):
             # A log, not a terminal: one line per 10% step (and the last), so logs stay short;
             # for a reading program, one line per step.
-            step = 0.0 if self.lines else 0.1
+            step = self.line_step if self.lines else 0.1
             if message != self._last and (fraction >= self._last_fraction + step or fraction >= 1.0):
                 self.stream.write(f"[{fraction * 100:5.1f}%] {message}\n")
                 self.stream.flush()

@@ -8,8 +8,13 @@ from typing import List
 
 @dataclass(frozen=True)
 class ModelChoice:
-    name: str
+    name: str  # what the run's --model gets: a shipped name or a model folder
     summary: str  # one line: task, inputs, validation figure
+    label: str = ""  # what the list shows (default: the name)
+
+    @property
+    def text(self) -> str:
+        return self.label or self.name
 
 
 def model_summary(card: dict) -> str:

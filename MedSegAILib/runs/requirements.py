@@ -43,6 +43,8 @@ MONAI = Requirement("monai>=1.3", "monai")
 SAFETENSORS = Requirement("safetensors>=0.4", "safetensors")
 EINOPS = Requirement("einops>=0.6", "einops")  # MONAI's SwinUNETR needs it to run
 ONNXRUNTIME = Requirement("onnxruntime>=1.17", "onnxruntime")
+ONNXSCRIPT = Requirement("onnxscript>=0.5", "onnxscript")  # torch's ONNX exporter needs it
+MATPLOTLIB = Requirement("matplotlib>=3.5", "matplotlib")  # the learning curves
 PYMAXFLOW = Requirement(
     "PyMaxflow>=1.3", "maxflow", licence_note="PyMaxflow is GPL-3.0; it is installed on request and not bundled"
 )
@@ -201,12 +203,27 @@ def install_plan(missing: Sequence[Requirement]) -> Dict[str, List[str]]:
     return plan
 
 
+#: What ``medsegai train`` needs: the torch stack, the ONNX exporter and ONNX Runtime to check
+#: its export (so the model also runs without torch) and matplotlib (the learning curves the panel shows).
+TRAINING_REQUIREMENTS: Tuple[Requirement, ...] = (TORCH, MONAI, SAFETENSORS, ONNXSCRIPT, ONNXRUNTIME, MATPLOTLIB)
+
+
+def missing_for_training(*, is_installed=None) -> List[Requirement]:
+    """Which of :data:`TRAINING_REQUIREMENTS` are not installed in a version they accept."""
+    if is_installed is not None:
+        return [r for r in TRAINING_REQUIREMENTS if not is_installed(r.module)]
+    importlib.invalidate_caches()
+    return [r for r in TRAINING_REQUIREMENTS if not is_satisfied(r)]
+
+
 def install_question(method: str, missing: Sequence[Requirement]) -> str:
-    """The sentence the module shows before installing (untranslated; the module wraps it)."""
+    """The sentence the module shows before installing (untranslated; the module wraps it).
+    ``method`` is a method's name, or "training"."""
     names = ", ".join(r.distribution for r in missing)
     notes = " ".join(r.licence_note + "." for r in missing if r.licence_note)
+    subject = "Training a model" if method == "training" else f"The method '{method}'"
     return (
-        f"The method '{method}' needs Python packages that are not installed yet: {names}. "
+        f"{subject} needs Python packages that are not installed yet: {names}. "
         f"Install them now? This downloads them from the internet and can take several minutes. {notes}"
     ).strip()
 

@@ -1,11 +1,13 @@
-"""The life cycle of one background segmentation run, independent of Qt.
+"""The life cycle of one background run of the CLI, independent of Qt.
 
-A :class:`SegmentationRun` writes its inputs into a fresh work folder, starts
-``<python> -m MedSegAILib.cli segment ...`` through a :class:`ProcessLauncher`, turns the
+A :class:`ProcessRun` writes its inputs into a fresh work folder, starts
+``<python> -m MedSegAILib.cli <command> ...`` through a :class:`ProcessLauncher`, turns the
 process's output into progress and log lines, and ends in exactly one :class:`RunOutcome`:
-succeeded (the case folder is complete), failed (the process could not start, stopped with an
+succeeded (the result is complete), failed (the process could not start, stopped with an
 error, crashed, or left an incomplete result; the message names which) or cancelled (the whole
 process tree is killed; the work folder and everything half-written in it is removed).
+Two kinds: :class:`SegmentationRun` (``medsegai segment``: a case folder) and
+:class:`~MedSegAILib.runs.training_run.TrainingRun` (``medsegai train``: a model folder).
 
 The launcher is injected: in Slicer it is a thin QProcess adapter (``MedSegAI.py``); in tests
 and plain Python it is :class:`~MedSegAILib.runs.subprocess_launcher.SubprocessLauncher`. The
@@ -134,7 +136,7 @@ def parse_progress_line(line: str) -> Optional[Tuple[float, str]]:
     return min(max(float(m.group(1)) / 100.0, 0.0), 1.0), m.group(2).strip()
 
 
-def error_from_output(lines: Sequence[str], exit_code: int) -> str:
+def error_from_output(lines: Sequence[str], exit_code: int, what: str = "segmentation") -> str:
     """The sentence to show for a failed process: the CLI's own 'medsegai: error: ...' line,
     else the exit code with the last lines of the log."""
     for line in reversed(lines):
@@ -144,15 +146,15 @@ def error_from_output(lines: Sequence[str], exit_code: int) -> str:
             return text[len("error:") :].strip() if text.startswith("error:") else text
     tail = [ln.strip() for ln in lines if ln.strip()][-3:]
     said = f"; its last output: {' | '.join(tail)}" if tail else " without output"
-    return f"the segmentation process stopped with exit code {exit_code}{said}"
+    return f"the {what} process stopped with exit code {exit_code}{said}"
 
 
-class SegmentationRun:
-    """One run of ``medsegai segment`` in a background process.
+class ProcessRun:
+    """One run of the CLI in a background process; subclasses say which command and what a
+    complete result is.
 
     Parameters
     ----------
-    settings : RunSettings
     launcher : ProcessLauncher
     python_executable : str
         The Python that runs the CLI (``PythonSlicer`` in Slicer).
@@ -171,9 +173,13 @@ class SegmentationRun:
         Where the work folder is made (default: the system's temporary folder).
     """
 
+    #: The process in messages ("the segmentation process crashed").
+    what = "segmentation"
+    #: The outcome's message after a cancel.
+    cancelled_message = "cancelled; nothing was added to the scene"
+
     def __init__(
         self,
-        settings: RunSettings,
         launcher: ProcessLauncher,
         *,
         python_executable: str,
@@ -186,7 +192,6 @@ class SegmentationRun:
         work_root: Optional[str] = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.settings = settings
         self.launcher = launcher
         self.python_executable = python_executable
         self.library_parent = library_parent
@@ -206,31 +211,28 @@ class SegmentationRun:
         self._partial = ""
         self._started_at = 0.0
 
+    # --- what a kind of run defines -----------------------------------------------------------
+
+    def _arguments(self, work_folder: Path, written) -> List[str]:
+        """The CLI arguments, once ``write_inputs`` has returned ``written``; sets ``output_folder``."""
+        raise NotImplementedError
+
+    def _complete(self, exit_code: int) -> RunOutcome:
+        """The outcome of a process that exited 0: succeeded if its result is complete."""
+        raise NotImplementedError
+
     # --- starting ---------------------------------------------------------------------------
 
-    @property
-    def needs_seeds(self) -> bool:
-        from ..methods.registry import get_method
-
-        return "seeds" in get_method(self.settings.method).needs
-
-    def start(self, write_inputs: Callable[[Path], Tuple[Sequence[str], Optional[str]]], *, has_seeds: bool = True) -> None:
-        """Make the work folder, let ``write_inputs(folder)`` write the input files into it
-        (returning ``(input_files, seeds_file or None)``), build the command and start it.
-
-        Anything that fails before the process starts (bad settings, an input that cannot be
-        written) removes the work folder again and raises; nothing is left behind. With
-        ``has_seeds=False`` a seeded method is refused before any input is written.
-        """
+    def _launch(self, write_inputs: Callable[[Path], object]) -> None:
+        """Make the work folder, let ``write_inputs(folder)`` write the inputs into it, build
+        the command and start it. Anything that fails before the process starts removes the
+        work folder again and raises; nothing is left behind."""
         if self.state != "idle":
             raise RuntimeError("a run starts once")
-        validate_settings(self.settings, has_seeds=has_seeds)  # checked again once the seeds are written
         self.work_folder = Path(tempfile.mkdtemp(prefix="MedSegAI-", dir=self.work_root))
         try:
-            inputs, seeds = write_inputs(self.work_folder)
-            self.output_folder = self.work_folder / "output"
-            args = segment_arguments(list(inputs), self.output_folder, self.settings, seeds_file=seeds)
-            self.command = python_command(self.python_executable, args)
+            written = write_inputs(self.work_folder)
+            self.command = python_command(self.python_executable, self._arguments(self.work_folder, written))
             env = subprocess_environment(self.base_environment, self.library_parent)
         except BaseException:
             self._remove_work_folder()
@@ -279,7 +281,7 @@ class SegmentationRun:
         survivors = kill_process_tree(pid) if pid else []
         self.launcher.kill()
         self._remove_work_folder()
-        message = "cancelled; nothing was added to the scene"
+        message = self.cancelled_message
         if survivors:
             message += f" (processes {', '.join(map(str, survivors))} did not stop within 2 s)"
         outcome = RunOutcome("cancelled", message, None, None, self.elapsed_s(), self._lines[-LOG_TAIL_LINES:])
@@ -292,19 +294,22 @@ class SegmentationRun:
             self.output("\n")
         tail = self._lines[-LOG_TAIL_LINES:]
         if crashed:
-            outcome = RunOutcome("failed", f"the segmentation process crashed; {error_from_output(self._lines, exit_code)}", None, exit_code, self.elapsed_s(), tail)
+            outcome = RunOutcome("failed", f"the {self.what} process crashed; {error_from_output(self._lines, exit_code, self.what)}", None, exit_code, self.elapsed_s(), tail)
         elif exit_code != 0:
-            outcome = RunOutcome("failed", error_from_output(self._lines, exit_code), None, exit_code, self.elapsed_s(), tail)
+            outcome = RunOutcome("failed", error_from_output(self._lines, exit_code, self.what), None, exit_code, self.elapsed_s(), tail)
         else:
-            from ..outputs.case_folder import check_case_outputs
-
-            problems = check_case_outputs(self.output_folder)
-            if problems:
-                outcome = RunOutcome("failed", f"the run ended without a complete result: {problems[0]}", None, exit_code, self.elapsed_s(), tail)
-            else:
-                outcome = RunOutcome("succeeded", "done", self.output_folder, exit_code, self.elapsed_s(), tail)
+            try:
+                outcome = self._complete(exit_code)
+            except Exception as exc:  # a result that cannot be checked or moved is a failed run, never a lost outcome
+                outcome = RunOutcome("failed", f"the run's result could not be kept: {exc}", None, exit_code, self.elapsed_s(), tail)
         self.state = outcome.status
         self._deliver(outcome)
+
+    def _succeeded_or_failed(self, problem: Optional[str], exit_code: int, folder: Optional[Path]) -> RunOutcome:
+        tail = self._lines[-LOG_TAIL_LINES:]
+        if problem:
+            return RunOutcome("failed", f"the run ended without a complete result: {problem}", None, exit_code, self.elapsed_s(), tail)
+        return RunOutcome("succeeded", "done", folder, exit_code, self.elapsed_s(), tail)
 
     def _conclude_failed_start(self, detail: str) -> None:
         if self.state != "running":
@@ -326,3 +331,44 @@ class SegmentationRun:
         if self.work_folder is not None:
             shutil.rmtree(self.work_folder, ignore_errors=True)
             self.work_folder = None
+
+
+class SegmentationRun(ProcessRun):
+    """One run of ``medsegai segment`` in a background process (see :class:`ProcessRun` for
+    the other parameters; ``settings`` is the run's :class:`RunSettings`)."""
+
+    what = "segmentation"
+
+    def __init__(self, settings: RunSettings, launcher: ProcessLauncher, **kwargs) -> None:
+        super().__init__(launcher, **kwargs)
+        self.settings = settings
+
+    @property
+    def needs_seeds(self) -> bool:
+        from ..methods.registry import get_method
+
+        return "seeds" in get_method(self.settings.method).needs
+
+    def start(self, write_inputs: Callable[[Path], Tuple[Sequence[str], Optional[str]]], *, has_seeds: bool = True) -> None:
+        """Make the work folder, let ``write_inputs(folder)`` write the input files into it
+        (returning ``(input_files, seeds_file or None)``), build the command and start it.
+
+        Anything that fails before the process starts (bad settings, an input that cannot be
+        written) removes the work folder again and raises; nothing is left behind. With
+        ``has_seeds=False`` a seeded method is refused before any input is written.
+        """
+        if self.state != "idle":
+            raise RuntimeError("a run starts once")
+        validate_settings(self.settings, has_seeds=has_seeds)  # checked again once the seeds are written
+        self._launch(write_inputs)
+
+    def _arguments(self, work_folder: Path, written) -> List[str]:
+        inputs, seeds = written
+        self.output_folder = work_folder / "output"
+        return segment_arguments(list(inputs), self.output_folder, self.settings, seeds_file=seeds)
+
+    def _complete(self, exit_code: int) -> RunOutcome:
+        from ..outputs.case_folder import check_case_outputs
+
+        problems = check_case_outputs(self.output_folder)
+        return self._succeeded_or_failed(problems[0] if problems else None, exit_code, self.output_folder)

@@ -23,6 +23,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 #: Compute devices of a deep run (the CLI's --device values).
 DEVICES = ("auto", "cpu", "cuda")
+#: Default wall-clock budget of a training run from the panel (minutes): a model worth using on
+#: hippocampus-sized crops with 2 cores (docs/deep.md, "Training in Slicer").
+DEFAULT_TRAINING_BUDGET_MIN = 10.0
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,13 @@ PANEL_FIELDS: Tuple[Field, ...] = (
     Field("surfaceSmoothing", "float", 0.5, minimum=0.0, maximum=1.0, help="surface smoothing factor (0-1)"),
     Field("surfaceCoordinates", "str", "LPS", choices=("LPS", "RAS"), help="coordinate system of the surface files"),
     Field("surfaceFolder", "path", "", help="folder for the surface files"),
+    # Training (runs.training_run): the cases, what to learn, the new model's name and budget.
+    Field("trainVolume", "volume", help="a volume to train on (or to add before a retrain)"),
+    Field("trainSegmentation", "segmentation", help="the segmentation drawn on that volume"),
+    Field("trainPairs", "str", "[]", help="the training cases: JSON list of [volume node ID, segmentation node ID]"),
+    Field("trainSegments", "str", "", help="comma-separated names of the segments to learn (empty: the first case's segments)"),
+    Field("trainModelName", "str", "my model", help="name of the model to train"),
+    Field("trainBudgetMin", "float", DEFAULT_TRAINING_BUDGET_MIN, minimum=0.5, maximum=1440.0, help="training budget in wall-clock minutes"),
 )
 
 _PY_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "path": str}

@@ -424,42 +424,50 @@ def seeds_from_segmentation_node(
     sitk.Image (UInt16) on the reference grid: segment k (1-based, in order) has label k,
     0 elsewhere. Where segments overlap the later one wins.
     """
-    slicer = import_slicer()
     ids = list(segment_ids_to_use) if segment_ids_to_use is not None else segment_ids(seg_node)
     if not ids:
         raise InputError(f"the segmentation '{seg_node.GetName()}' has no segments to use as seeds")
-    if isinstance(reference, sitk.Image):
-        ref_image = reference
-    else:
-        ref_image = volume_node_to_sitk(reference)
-    # Every segment's binary labelmap, resampled onto the reference grid (Slicer's own routine).
-    if not seg_node.GetSegmentation().ContainsRepresentation(BINARY_LABELMAP):
-        seg_node.CreateBinaryLabelmapRepresentation()  # e.g. segments imported from models
-    ref_geom = sitk.Image(ref_image.GetSize(), sitk.sitkUInt8)
-    ref_geom.CopyInformation(ref_image)
-    ref_oriented = oriented_image_from_sitk(ref_geom)
-    seeds = np.zeros(sitk.GetArrayViewFromImage(ref_geom).shape, dtype=np.uint16)
-    for k, sid in enumerate(ids, start=1):
-        segment = seg_node.GetSegmentation().GetSegment(sid)
-        if segment is None:
-            raise InputError(f"the segmentation '{seg_node.GetName()}' has no segment '{sid}'")
-        binary = slicer.vtkOrientedImageData()
-        seg_node.GetBinaryLabelmapRepresentation(sid, binary)
-        if binary.IsEmpty():
-            continue
-        resampled = slicer.vtkOrientedImageData()
-        slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
-            binary, ref_oriented, resampled, False, False
-        )
-        mask = _array_from_image_data(resampled) > 0
-        if mask.shape != seeds.shape:  # Slicer crops to the overlap; place it by its extent
-            mask = _place_in_extent(mask, resampled.GetExtent(), seeds.shape)
+    ref_image = reference if isinstance(reference, sitk.Image) else volume_node_to_sitk(reference)
+    seeds = np.zeros(ref_image.GetSize()[::-1], dtype=np.uint16)
+    for k, (_sid, mask, _own) in enumerate(segment_masks_on_grid(seg_node, ref_image, ids), start=1):
         seeds[mask] = k
     if not seeds.any():
         raise InputError(f"the segments of '{seg_node.GetName()}' have no voxels inside the image")
     out = sitk.GetImageFromArray(seeds)
     out.CopyInformation(ref_image)
     return out
+
+
+def segment_masks_on_grid(seg_node, ref_image: sitk.Image, ids: Sequence[str]):
+    """Yield ``(segment ID, mask, own voxels)`` for each of ``ids``: the segment's binary
+    labelmap resampled onto ``ref_image``'s grid by Slicer's own routine (mask: bool (z, y, x)),
+    and how many voxels it has on its own grid (more than ``mask.sum()`` when part of it lies
+    outside the reference). InputError for an ID the node does not have."""
+    slicer = import_slicer()
+    if not seg_node.GetSegmentation().ContainsRepresentation(BINARY_LABELMAP):
+        seg_node.CreateBinaryLabelmapRepresentation()  # e.g. segments imported from models
+    ref_geom = sitk.Image(ref_image.GetSize(), sitk.sitkUInt8)
+    ref_geom.CopyInformation(ref_image)
+    ref_oriented = oriented_image_from_sitk(ref_geom)
+    shape = ref_image.GetSize()[::-1]
+    for sid in ids:
+        segment = seg_node.GetSegmentation().GetSegment(sid)
+        if segment is None:
+            raise InputError(f"the segmentation '{seg_node.GetName()}' has no segment '{sid}'")
+        binary = slicer.vtkOrientedImageData()
+        seg_node.GetBinaryLabelmapRepresentation(sid, binary)
+        if binary.IsEmpty():
+            yield sid, np.zeros(shape, dtype=bool), 0
+            continue
+        own = int(np.count_nonzero(_array_from_image_data(binary)))
+        resampled = slicer.vtkOrientedImageData()
+        slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+            binary, ref_oriented, resampled, False, False
+        )
+        mask = _array_from_image_data(resampled) > 0
+        if mask.shape != tuple(shape):  # Slicer crops to the overlap; place it by its extent
+            mask = _place_in_extent(mask, resampled.GetExtent(), shape)
+        yield sid, mask, own
 
 
 def _place_in_extent(mask: np.ndarray, extent, shape) -> np.ndarray:
@@ -471,3 +479,23 @@ def _place_in_extent(mask: np.ndarray, extent, shape) -> np.ndarray:
     xs = slice(max(x0, 0), min(x0 + mask.shape[2], shape[2]))
     full[zs, ys, xs] = mask[zs.start - z0 : zs.stop - z0, ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
     return full
+
+
+def segmentation_node_from_labels(labels: sitk.Image, names: Sequence[str], scene, name: str = "Segmentation", reference_volume_node=None):
+    """A segmentation node with one segment per name: segment ``names[k - 1]`` holds the voxels
+    of ``labels`` equal to k (as a labelmap file imported in Slicer gives). With
+    ``reference_volume_node`` the node's reference geometry is that volume's, as when the
+    Segment Editor draws on it."""
+    slicer = import_slicer()
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    if reference_volume_node is not None:
+        node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume_node)
+    arr = sitk.GetArrayFromImage(labels)
+    for k, segment_name in enumerate(names, start=1):
+        mask = sitk.GetImageFromArray((arr == k).astype(np.uint8))
+        mask.CopyInformation(labels)
+        segment = slicer.vtkSegment()
+        segment.SetName(segment_name)
+        segment.AddRepresentation(BINARY_LABELMAP, oriented_image_from_sitk(mask))
+        node.GetSegmentation().AddSegment(segment, segment_name)
+    return node

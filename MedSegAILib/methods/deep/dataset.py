@@ -83,13 +83,25 @@ def read_dataset(root) -> TrainingDataset:
     n_ch = {len(c.images) for c in cases}
     if len(n_ch) > 1:
         raise InputError(f"cases in '{root}' have different numbers of channels: {sorted(n_ch)}")
-    meta = {}
-    if (root / "dataset.json").exists():
-        meta = json.loads((root / "dataset.json").read_text())
+    meta = read_dataset_json(root)
     names = {c.label: c.name for c in ClassTable.from_dataset_json(meta).classes}
     chan_meta = meta.get("channel_names") or meta.get("modality") or {}
     channel_names = [str(chan_meta.get(str(i), f"channel {i}")) for i in range(n_ch.pop())]
     return TrainingDataset(root, cases, names, channel_names)
+
+
+def read_dataset_json(root) -> dict:
+    """A dataset folder's ``dataset.json`` ({} when there is none); InputError if unreadable."""
+    path = Path(root) / "dataset.json"
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"'{path}' is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"'{path}' must hold a JSON object")
+    return meta
 
 
 def load_case_arrays(case: TrainingCase):
@@ -137,6 +149,24 @@ def fingerprint(dataset: TrainingDataset, max_cases: int = 400) -> dict:
         "intensity": stats,
         "channel_names": dataset.channel_names,
     }
+
+
+#: Validation cases of a dataset that names none (the shipped model's split: 160 + 40).
+DEFAULT_VAL_CASES = 40
+
+
+def split_cases_by_name(cases: Sequence[TrainingCase], names: Sequence[str]) -> tuple:
+    """(training cases, validation cases): exactly the named cases validate (sorted by name)."""
+    ordered = sorted(cases, key=lambda c: c.name)
+    wanted = set(names)
+    unknown = sorted(wanted - {c.name for c in ordered})
+    if unknown:
+        raise InputError(f"validation case '{unknown[0]}' is not in the dataset" + (f" (nor {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+    val = [c for c in ordered if c.name in wanted]
+    train = [c for c in ordered if c.name not in wanted]
+    if not train:
+        raise InputError(f"the {len(val)} validation cases leave no training case")
+    return train, val
 
 
 def split_cases(cases: Sequence[TrainingCase], n_val: int, fold: Optional[int] = None) -> tuple:

@@ -14,7 +14,9 @@ to 2x; instances at most one more than recorded; mean uncertainty near the struc
 1.5x the largest recorded; for an ensemble, the members' agreement (``member_agreement``: the
 mean Dice between their labels, recorded as [lowest, highest] on cases that several members
 did not train on) at most 0.05 below the lowest recorded. A model without a ``domain`` entry
-is not checked, and its verdict says so.
+is not checked, and its verdict says so; nor is one whose record rests on too few cases
+(:data:`MIN_RECORDED_INPUTS` training inputs, :data:`MIN_RECORDED_OUTPUTS` validation
+outputs): the range of four cases would flag a new patient as often as not.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
+
+#: The fewest training inputs (validation outputs) a record needs before its input (output)
+#: check is used: a model trained in Slicer on a handful of cases says "not checked" instead.
+MIN_RECORDED_INPUTS = 10
+MIN_RECORDED_OUTPUTS = 5
 
 #: Percentiles of the z-scored intensities that describe an input's intensity distribution.
 PERCENTILES = (1, 10, 25, 75, 90, 99)
@@ -122,6 +129,9 @@ def check_input(record: Optional[dict], features: dict, terms: str = "model") ->
     ("model" or "atlas", see :data:`TERMS`) words the reasons."""
     if not record:
         return DomainVerdict(None, [], {"input": features}, "not checked: the model card records no training domain")
+    n = record.get("n_training_inputs")
+    if n is not None and n < MIN_RECORDED_INPUTS:
+        return DomainVerdict(None, [], {"input": features}, f"not checked: the record has {n} training inputs, the check needs at least {MIN_RECORDED_INPUTS}")
     t = TERMS[terms]
     reasons = []
     lo, hi = record["spacing_xyz"]
@@ -161,6 +171,9 @@ def check_output(record: Optional[dict], features: dict, class_names: Dict[str, 
     """After inference: the result's uncertainty, volumes and instance counts."""
     if not record or record.get("mean_uncertainty_near") is None:
         return DomainVerdict(None, [], {"output": features}, "not checked: the model card records no validation outputs")
+    n = record.get("n_validation_outputs")
+    if n is not None and n < MIN_RECORDED_OUTPUTS:
+        return DomainVerdict(None, [], {"output": features}, f"not checked: the record has {n} validation outputs, the check needs at least {MIN_RECORDED_OUTPUTS}")
     reasons = []
     top = record["mean_uncertainty_near"][1][0]
     if features["mean_uncertainty_near"] > 1.5 * top:

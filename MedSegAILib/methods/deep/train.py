@@ -23,7 +23,7 @@ import SimpleITK as sitk
 
 from ...core.errors import InputError
 from ...core.progress import CancelToken, Progress, ProgressCallback
-from .dataset import fingerprint, load_case_arrays, read_dataset, split_cases
+from .dataset import DEFAULT_VAL_CASES, fingerprint, load_case_arrays, read_dataset, read_dataset_json, split_cases, split_cases_by_name
 from .distributed import Ranks, barrier, broadcast_float
 from .distributed import start as start_distributed
 from .distributed import stop as stop_distributed
@@ -45,7 +45,10 @@ class TrainOptions:
     budget_clock : "wall" (elapsed time) or "cpu" (this process's CPU time, all threads):
         a CPU budget keeps comparisons fair on a shared machine
     batch_size, lr, weight_decay : AdamW settings
-    val_cases : the last N cases (by name) form the validation split
+    val_cases : the last N cases (by name) form the validation split; None: the cases the
+        dataset's ``dataset.json`` names (``medsegai.validation``, as an exported training set
+        does), else the last 40
+    val_names : exactly these cases (by name) validate, instead of ``val_cases``
     fold : instead of the last N, the fold-th block of N cases by name validates
         (cross-validation; see ``dataset.split_cases``)
     val_every : validate every N epochs
@@ -82,7 +85,8 @@ class TrainOptions:
     batch_size: int = 4
     lr: float = 2e-3
     weight_decay: float = 1e-5
-    val_cases: int = 40
+    val_cases: Optional[int] = None
+    val_names: Optional[List[str]] = None
     fold: Optional[int] = None
     val_every: int = 1
     seed: int = 0
@@ -162,6 +166,10 @@ def _add_to_average(average: Dict, weights: Dict, count: int) -> None:
             average[k] += (v - average[k]) / count
 
 
+#: While training, the learning curve PNG is redrawn after a validation at most this often (s).
+LIVE_PLOT_EVERY_S = 10.0
+
+
 def _validate(net, val_data, plan: Plan, device: str) -> np.ndarray:
     """Mean Dice per foreground class over the validation cases: sliding window, no TTA."""
     from .inference import predict_array
@@ -201,7 +209,10 @@ def plot_learning_curves(history: List[dict], path: Path, averaged: Optional[dic
     ax[1].set_ylabel("validation mean Dice")
     ax[1].grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    # Written beside and renamed: a reader (the panel refreshing the curve) never sees half a file.
+    partial = Path(path).with_name(Path(path).name + ".partial")
+    fig.savefig(partial, dpi=100, format="png")
+    partial.replace(path)
 
 
 def _init_from(net, plan: Plan, model, val_names, log) -> dict:
@@ -265,6 +276,31 @@ def _export_onnx_after_training(out: Path, log) -> None:
     log(f"ONNX export written ({entry['file']}, ONNX Runtime matches torch to {entry['max_relative_logit_difference']:.1e})")
 
 
+def _dataset_reference(dataset: Path, out: Path) -> str:
+    """The dataset folder as the card records it: relative when it lies inside the model folder
+    (an exported training set kept with its model), else absolute."""
+    try:
+        return str(dataset.resolve().relative_to(out.resolve()))
+    except ValueError:
+        return str(dataset.resolve())
+
+
+def _choose_split(cases, opt: TrainOptions, listed) -> tuple:
+    """(training cases, validation cases, the split in words): the named cases
+    (``val_names``), else the cases dataset.json lists when no count or fold is asked for,
+    else the last ``val_cases`` (default 40) or the fold's block."""
+    if opt.val_names is not None:
+        train, val = split_cases_by_name(cases, opt.val_names)
+        return train, val, f"validation = the {len(val)} cases named by --val-names"
+    if opt.val_cases is None and listed and opt.fold is None:
+        train, val = split_cases_by_name(cases, listed)
+        return train, val, f"validation = the {len(val)} cases dataset.json names"
+    train, val = split_cases(cases, DEFAULT_VAL_CASES if opt.val_cases is None else opt.val_cases, opt.fold)
+    if opt.fold is not None:
+        return train, val, f"validation = fold {opt.fold}: block {opt.fold} of {len(val)} cases by sorted name"
+    return train, val, f"validation = the last {len(val)} cases by sorted name"
+
+
 def _quiet(*_args, **_kwargs) -> None:
     """The log of ranks other than 0."""
 
@@ -319,7 +355,9 @@ def train(
     log(f"device: {device}" + (f", process {ranks.rank} of {ranks.world}" if ranks.active else ""))
 
     ds = read_dataset(dataset_dir)
-    train_cases, val_cases = split_cases(ds.cases, opt.val_cases, opt.fold)
+    meta = read_dataset_json(ds.root)
+    listed = (meta.get("medsegai") or {}).get("validation")
+    train_cases, val_cases, split_text = _choose_split(ds.cases, opt, listed)
     if opt.max_train_cases:
         train_cases = train_cases[: opt.max_train_cases]
     prog.update(0.0, "fingerprint")
@@ -400,6 +438,7 @@ def train(
     def out_of_time() -> bool:
         return bool(broadcast_float(float(bool(budget_s and spent() >= budget_s)), ranks))
 
+    last_plot = -math.inf
     while state["epoch"] < opt.epochs and not out_of_time():
         epoch = state["epoch"] + 1
         net.train()
@@ -457,6 +496,9 @@ def train(
         state["elapsed_s"] = time.perf_counter() - t_start
         state["cpu_s"] = time.process_time() - c_start
         state["history"].append(rec)
+        if ranks.main and "val_mean_dice" in rec and time.perf_counter() - last_plot >= LIVE_PLOT_EVERY_S:
+            plot_learning_curves(state["history"], out / "learning_curves.png")  # the curve so far, for the panel
+            last_plot = time.perf_counter()
         if ranks.main:
             safetensors.torch.save_file({k: v.detach().cpu().contiguous() for k, v in _state_to_tensors(net, optimizer, average).items()}, str(ckpt_w))
             ckpt_j.write_text(json.dumps(state, indent=1))
@@ -476,10 +518,12 @@ def train(
         "status": "trained",
         "task": f"segmentation of {', '.join(plan.class_names.values())}",
         "training": {
-            "dataset": str(Path(dataset_dir).resolve()),
+            "dataset": _dataset_reference(Path(dataset_dir), out),
+            "source": (meta.get("medsegai") or {}).get("cases"),
+            "segments": (meta.get("medsegai") or {}).get("segments"),
             "train_cases": [c.name for c in train_cases],
             "validation_cases": val_names,
-            "split": (f"validation = the last {len(val_cases)} cases by sorted name" if opt.fold is None else f"validation = fold {opt.fold}: block {opt.fold} of {len(val_cases)} cases by sorted name") + f"; training = the other {len(train_cases)}",
+            "split": split_text + f"; training = the other {len(train_cases)}",
             "options": {k: v for k, v in opt.__dict__.items() if k != "class_names"},
             "initialised_from": state.get("initialised_from"),
             "epochs_run": state["epoch"],
