@@ -23,6 +23,7 @@ COMMANDS = (
     "evaluate",
     "export_surfaces",
     "radiomics",
+    "training_set",
     "train",
     "export_onnx",
     "ensemble",

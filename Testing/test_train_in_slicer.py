@@ -232,3 +232,44 @@ def test_cancelled_training_leaves_nothing(shared_data, tmp_path):
     assert loop.run_until(lambda: bool(done), 30)
     assert done[0].status == "cancelled" and "no model" in done[0].message
     assert not root.exists() and not list((tmp_path / "work").iterdir())
+
+
+def _cli(*args):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "MedSegAILib.cli", *args], capture_output=True, text=True, cwd=LIBRARY_PARENT)
+
+
+def test_the_cli_writes_and_extends_a_training_set_from_files(shared_data, tmp_path):
+    """Labelmaps and a .seg.nrrd saved by Slicer's storage node give the same checked set."""
+    d = shared_data / "hippocampus"
+    names = _names(shared_data, 4)
+    scene = slicer.vtkMRMLScene()
+    image, labels = _read(shared_data, names[0])
+    node = sn.segmentation_node_from_labels(labels, SEGMENTS, scene, "s")
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(tmp_path / "first.seg.nrrd"))
+    assert storage.WriteData(node)
+    cases = ["--case", str(d / "imagesTr" / f"{names[0]}.nii.gz"), str(tmp_path / "first.seg.nrrd")]
+    for n in names[1:3]:
+        cases += ["--case", str(d / "imagesTr" / f"{n}.nii.gz"), str(d / "labelsTr" / f"{n}.nii.gz")]
+    done = _cli("training-set", *cases, "--segments", "anterior,posterior", "--output", str(tmp_path / "set"))
+    assert done.returncode == 0, done.stderr
+    ds = read_dataset(tmp_path / "set")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(ds.cases[0].label))), sitk.GetArrayFromImage(labels))
+    assert read_training_set(tmp_path / "set")["medsegai"]["cases"][0]["segment_ids"] == {"anterior": "anterior", "posterior": "posterior"}
+    # A missing segment in a .seg.nrrd, too few cases, an occupied folder: one line, exit code 2.
+    for args, says in (
+        (cases + ["--segments", "anterior,tail", "--output", str(tmp_path / "x")], "no segment named 'tail'"),
+        (cases[:3] + ["--segments", "anterior,posterior", "--output", str(tmp_path / "y")], "at least 3"),
+        (cases + ["--segments", "anterior,posterior", "--output", str(tmp_path / "set")], "already holds files"),
+    ):
+        bad = _cli("training-set", *args)
+        assert bad.returncode == 2 and says in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
+    more = _cli("training-set", "--case", str(d / "imagesTr" / f"{names[3]}.nii.gz"), str(d / "labelsTr" / f"{names[3]}.nii.gz"),
+                "--add-to", str(tmp_path / "set"), "--output", str(tmp_path / "set2"))
+    assert more.returncode == 0, more.stderr
+    meta = read_training_set(tmp_path / "set2")
+    assert meta["numTraining"] == 4 and meta["medsegai"]["validation"] == [names[2]]
+    assert read_training_set(tmp_path / "set")["numTraining"] == 3  # the source is unchanged
