@@ -23,7 +23,6 @@ dependencies are imported when first needed. Everything here parses and runs on 
 import codecs
 import functools
 import importlib
-import json
 import logging
 import os
 import shutil
@@ -163,6 +162,9 @@ def parameterNodeClass():
             annotations[f.name] = Optional[vtkMRMLSegmentationNode]
             namespace[f.name] = None
             continue
+        if f.kind in ("volumes", "segmentations"):  # lists of node references (default empty)
+            annotations[f.name] = list[vtkMRMLScalarVolumeNode] if f.kind == "volumes" else list[vtkMRMLSegmentationNode]
+            continue
         extras = []
         if f.choices:
             extras.append(Choice(list(f.choices)))
@@ -178,7 +180,11 @@ def parameterNodeClass():
 
 #: Fields the widget keeps in sync itself (combos filled from the registry, the parameter form,
 #: and the folder paths); every other field is bound through its widget's SlicerParameterName.
-MANUALLY_BOUND_PARAMETERS = ("methodFamily", "method", "methodParameters", "model", "modelFolder", "atlasFolder", "surfaceFolder", "trainPairs")
+MANUALLY_BOUND_PARAMETERS = ("methodFamily", "method", "methodParameters", "model", "modelFolder", "atlasFolder", "surfaceFolder",
+                             "trainPairVolumes", "trainPairSegmentations", "trainSegments", "trainModelName")
+#: Text fields bound by hand on editingFinished: Slicer 5.8's QLineEdit connector writes the
+#: text back on every keystroke, which moves the cursor to the end (fixed in 5.10).
+TEXT_WIDGETS = {"trainSegments": "trainSegmentsLineEdit", "trainModelName": "trainModelNameLineEdit"}
 PATH_WIDGETS = {"modelFolder": "modelFolderPathLineEdit", "atlasFolder": "atlasFolderPathLineEdit", "surfaceFolder": "surfaceFolderPathLineEdit"}
 
 
@@ -216,6 +222,8 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         for name, widget in PATH_WIDGETS.items():
             getattr(self.ui, widget).connect("currentPathChanged(QString)", functools.partial(self.onPathChanged, name))
+        for name, widget in TEXT_WIDGETS.items():
+            getattr(self.ui, widget).connect("editingFinished()", functools.partial(self.onTextEdited, name))
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.exportSurfacesButton.connect("clicked(bool)", self.onExportSurfaces)
         self.ui.showTableButton.connect("clicked(bool)", self.onShowTable)
@@ -228,6 +236,7 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.retrainButton.connect("clicked(bool)", self.onRetrainButton)
         self.ui.trainProgressBar.visible = False
         self._curveShown = None
+        self._listedPairs = None
 
         self.initializeParameterNode()
 
@@ -244,8 +253,8 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._disconnectParameterNode()
 
     def onSceneStartClose(self, caller, event) -> None:
+        # A training goes on: it reads only the files it exported before it started.
         self.logic.cancel()
-        self.logic.cancelTraining()  # its cases are nodes of the scene that closes
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -340,6 +349,10 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 edit = getattr(self.ui, widget)
                 if edit.currentPath != getattr(p, name):
                     edit.currentPath = getattr(p, name)
+            for name, widget in TEXT_WIDGETS.items():
+                edit = getattr(self.ui, widget)
+                if edit.text != getattr(p, name):
+                    edit.text = getattr(p, name)
             self._buildParameterForm()
             spec = self._currentSpec()
             needs = spec.needs if spec else ()
@@ -371,10 +384,11 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.enabled = ready
             self.ui.applyButton.toolTip = _("Run the segmentation in the background.") if ready else _("Select an input volume.")
         self.ui.exportSurfacesButton.enabled = bool(p and p.surfaceSegmentation and p.surfaceFolder) and not running
+        self.ui.showTableButton.enabled = bool(self._lastNodes and self._lastNodes.table and self._lastNodes.table.GetScene())
         self._updateTrainButtons()
 
     def _updateTrainButtons(self) -> None:
-        from MedSegAILib.runs.training_run import has_training_set, pairs_from_json
+        from MedSegAILib.runs.training_run import has_training_set
 
         p = self._parameterNode
         training = self.logic.isTraining()
@@ -385,12 +399,11 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.trainButton.enabled = True
             return
         self.ui.trainButton.text = _("Train")
-        pairs = pairs_from_json(p.trainPairs) if p else []
+        pairs = list(p.trainPairVolumes) if p else []
         self.ui.trainButton.enabled = bool(pairs)
         self.ui.trainButton.toolTip = _("Train a model on the listed cases in the background.") if pairs else _("Add volume and segmentation pairs first.")
         model = self.logic.settingsFor(p).model if p else ""
         self.ui.retrainButton.enabled = bool(p and p.trainVolume and p.trainSegmentation and has_training_set(model))
-        self.ui.showTableButton.enabled = bool(self._lastNodes and self._lastNodes.table and self._lastNodes.table.GetScene())
 
     def _fillMethodsOfFamily(self, family: str) -> None:
         names = [s.name for s in self._methods.get(family, [])]
@@ -442,6 +455,11 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._updatingGui or self._parameterNode is None:
             return
         setattr(self._parameterNode, name, str(path or "").strip())
+
+    def onTextEdited(self, name: str) -> None:
+        if self._updatingGui or self._parameterNode is None:
+            return
+        setattr(self._parameterNode, name, getattr(self.ui, TEXT_WIDGETS[name]).text)
 
     def _buildParameterForm(self) -> None:
         """One labelled widget per parameter of the current method, with the method's own
@@ -595,43 +613,50 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # --- training -----------------------------------------------------------------------------
 
     def _fillTrainPairsList(self) -> None:
-        """The training cases of the parameter node, by node name."""
-        from MedSegAILib.runs.training_run import pairs_from_json
-
+        """The training cases of the parameter node, by node name; refilled only when they
+        changed, so a selected row stays selected."""
+        p = self._parameterNode
+        listed = [
+            (volume.GetName() if volume else _("(removed volume)"), segmentation.GetName() if segmentation else _("(removed segmentation)"))
+            for volume, segmentation in zip(p.trainPairVolumes, p.trainPairSegmentations)
+        ]
+        if listed == self._listedPairs:
+            return
+        row = self.ui.trainPairsList.currentRow
         self.ui.trainPairsList.clear()
-        for volumeID, segmentationID in pairs_from_json(self._parameterNode.trainPairs):
-            volume, segmentation = slicer.mrmlScene.GetNodeByID(volumeID), slicer.mrmlScene.GetNodeByID(segmentationID)
-            self.ui.trainPairsList.addItem(
-                "{volume}  +  {segmentation}".format(
-                    volume=volume.GetName() if volume else _("(removed volume)"),
-                    segmentation=segmentation.GetName() if segmentation else _("(removed segmentation)"),
-                )
-            )
+        for volumeName, segmentationName in listed:
+            self.ui.trainPairsList.addItem(f"{volumeName}  +  {segmentationName}")
+        self.ui.trainPairsList.currentRow = min(row, len(listed) - 1)
+        self._listedPairs = listed
 
     def onAddTrainPair(self) -> None:
-        from MedSegAILib.runs.training_run import pairs_from_json
         from MedSegAILib.slicer_bridge.training_nodes import segment_names_of
 
         p = self._parameterNode
         if not (p.trainVolume and p.trainSegmentation):
             slicer.util.errorDisplay(_("Select a volume and the segmentation drawn on it."))
             return
-        pairs = pairs_from_json(p.trainPairs)
-        pair = [p.trainVolume.GetID(), p.trainSegmentation.GetID()]
-        if pair not in pairs:
-            with slicer.util.NodeModify(p.parameterNode):
-                p.trainPairs = json.dumps(pairs + [pair])
-                if not p.trainSegments.strip():
-                    p.trainSegments = ", ".join(segment_names_of(p.trainSegmentation))
+        pairs = list(zip(p.trainPairVolumes, p.trainPairSegmentations))
+        if (p.trainVolume, p.trainSegmentation) in pairs:
+            return
+        with slicer.util.NodeModify(p.parameterNode):
+            p.trainPairVolumes = [v for v, _s in pairs] + [p.trainVolume]
+            p.trainPairSegmentations = [s for _v, s in pairs] + [p.trainSegmentation]
+            if not p.trainSegments.strip():
+                p.trainSegments = ", ".join(segment_names_of(p.trainSegmentation))
 
     def onRemoveTrainPair(self) -> None:
-        from MedSegAILib.runs.training_run import pairs_from_json
-
-        pairs = pairs_from_json(self._parameterNode.trainPairs)
+        p = self._parameterNode
         row = self.ui.trainPairsList.currentRow
-        if 0 <= row < len(pairs):
+        if row < 0:
+            slicer.util.errorDisplay(_("Select the case to remove in the list."))
+            return
+        pairs = list(zip(p.trainPairVolumes, p.trainPairSegmentations))
+        if row < len(pairs):
             del pairs[row]
-            self._parameterNode.trainPairs = json.dumps(pairs)
+            with slicer.util.NodeModify(p.parameterNode):
+                p.trainPairVolumes = [v for v, _s in pairs]
+                p.trainPairSegmentations = [s for _v, s in pairs]
 
     def onTrainButton(self) -> None:
         if self.logic.isTraining():
@@ -975,9 +1000,10 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
     # --- training -----------------------------------------------------------------------------
 
     def userModelsFolder(self) -> str:
-        """Where models trained here are kept: beside Slicer's user settings (as Slicer's own
-        ScreenCapture module keeps its files), so they survive updates of the extension."""
-        return os.path.join(os.path.dirname(slicer.app.slicerUserSettingsFilePath), "MedSegAI", "Models")
+        """Where models trained here are kept, each with a copy of its training images: a
+        data folder in the user's default scene folder (Documents unless changed), not the
+        settings folder (roaming on Windows); it survives updates of the extension."""
+        return os.path.join(slicer.app.defaultScenePath, "MedSegAI models")
 
     def isTraining(self) -> bool:
         return self._trainingRun is not None and self._trainingRun.state == "running"
@@ -988,14 +1014,9 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
 
     def trainingPairs(self, p):
         """The parameter node's training cases as (volume node, segmentation node) pairs."""
-        from MedSegAILib.runs.training_run import pairs_from_json
-
-        pairs = []
-        for volumeID, segmentationID in pairs_from_json(p.trainPairs):
-            volume, segmentation = slicer.mrmlScene.GetNodeByID(volumeID), slicer.mrmlScene.GetNodeByID(segmentationID)
-            if volume is None or segmentation is None:
-                raise ValueError(_("A training case refers to a node that was removed from the scene; remove it from the list."))
-            pairs.append((volume, segmentation))
+        pairs = list(zip(p.trainPairVolumes, p.trainPairSegmentations))
+        if len(p.trainPairVolumes) != len(p.trainPairSegmentations) or any(v is None or s is None for v, s in pairs):
+            raise ValueError(_("A training case refers to a node that was removed from the scene; remove it from the list."))
         return pairs
 
     def startTraining(self, p, retrain=False, onProgress=None, onLog=None, onFinished=None):
@@ -1035,7 +1056,8 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
                 write_training_set(cases, segments, folder, terminology=terms, name=p.trainModelName)
 
         def finished(outcome):
-            self._trainingRun = None
+            if self._trainingRun is run:  # not a newer run started meanwhile
+                self._trainingRun = None
             if onFinished:
                 onFinished(outcome)
 
@@ -1300,12 +1322,12 @@ class MedSegAITest(ScriptedLoadableModuleTest):
             logic = MedSegAILogic()
             logic.userModelsFolder = lambda: folder
             p = logic.getParameterNode()
-            pairs = []
+            volumes, segmentations = [], []
             for case in sample_cases():
-                volume = slicer.util.loadVolume(str(case.image))
-                segmentation = slicer.util.loadSegmentation(str(case.label))
-                pairs.append([volume.GetID(), segmentation.GetID()])
-            p.trainPairs, p.trainSegments, p.trainModelName, p.trainBudgetMin = json.dumps(pairs), "", "MedSegAITest", 0.5
+                volumes.append(slicer.util.loadVolume(str(case.image)))
+                segmentations.append(slicer.util.loadSegmentation(str(case.label)))
+            p.trainPairVolumes, p.trainPairSegmentations = volumes, segmentations
+            p.trainSegments, p.trainModelName, p.trainBudgetMin = "", "MedSegAITest", 0.5
             finished = []
             logic.startTraining(p, onFinished=finished.append)
             self.assertTrue(logic.isTraining())
@@ -1313,12 +1335,23 @@ class MedSegAITest(ScriptedLoadableModuleTest):
             self.assertTrue(finished[0].ok, f"{finished[0].message}\n" + "\n".join(finished[0].log_tail))
             model = str(finished[0].output_folder)
             self.assertTrue(model.startswith(folder))
-            p.inputVolume, p.methodFamily, p.method, p.methodParameters, p.model, p.modelFolder = volume, "deep", "deep", "{}", model, ""
+            p.inputVolume, p.methodFamily, p.method, p.methodParameters, p.model, p.modelFolder = volumes[0], "deep", "deep", "{}", model, ""
             p.allowOutOfDomain = True  # a three-case model's record is not used, but a test should not depend on it
             nodes = self._apply(logic, p)
             if nodes is not None:
                 self.assertGreater(nodes.segmentation.GetSegmentation().GetNumberOfSegments(), 0)
-            p.trainVolume, p.trainSegmentation = volume, segmentation
+            # A new case (the first one mirrored left-right, image and segments) joins the set.
+            case = sample_cases()[0]
+            p.trainVolume = slicer.util.loadVolume(str(case.image), properties={"name": "mirrored"})
+            voxels = slicer.util.arrayFromVolume(p.trainVolume)
+            voxels[:] = voxels[:, :, ::-1].copy()
+            slicer.util.arrayFromVolumeModified(p.trainVolume)
+            p.trainSegmentation = slicer.util.loadSegmentation(str(case.label))
+            segmentation = p.trainSegmentation.GetSegmentation()
+            for i in range(segmentation.GetNumberOfSegments()):
+                segmentId = segmentation.GetNthSegmentID(i)
+                mask = slicer.util.arrayFromSegmentBinaryLabelmap(p.trainSegmentation, segmentId, p.trainVolume)
+                slicer.util.updateSegmentBinaryLabelmapFromArray(mask[:, :, ::-1].copy(), p.trainSegmentation, segmentId, p.trainVolume)
             again = []
             logic.startTraining(p, retrain=True, onFinished=again.append)
             self._wait(lambda: again, 900)

@@ -88,6 +88,14 @@ def test_nodes_export_to_a_training_set_that_training_reads(shared_data, tmp_pat
     # Nothing already there is overwritten.
     with pytest.raises(InputError, match="already holds files"):
         write_training_set(cases, SEGMENTS, folder)
+    # A scan is in a training set once: the validation case added again (as to retrain) is refused,
+    # and so is one scan listed twice.
+    again, _ = case_from_nodes(pairs[-1][0], pairs[-1][1], SEGMENTS, name="new name")
+    with pytest.raises(InputError, match=f"same image as case '{names[-1]}' \\(a validation case\\)"):
+        extend_training_set(folder, [again], tmp_path / "more")
+    assert not (tmp_path / "more").exists()
+    with pytest.raises(InputError, match="same image"):
+        write_training_set(cases + [again], SEGMENTS, tmp_path / "twice")
 
 
 def test_a_segmentation_cropped_on_the_volume_lattice_is_placed_where_it_was_drawn(shared_data):

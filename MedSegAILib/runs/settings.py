@@ -33,7 +33,8 @@ class Field:
     """One setting.
 
     ``kind`` is "str", "int", "float", "bool", "path" (a folder or file, "" when unset),
-    "volume" or "segmentation" (an MRML node, panel only). ``option`` is the ``medsegai segment``
+    "volume" or "segmentation" (an MRML node, panel only), "volumes" or "segmentations" (a
+    list of them, panel only; stored as node references, so scene import remaps them). ``option`` is the ``medsegai segment``
     option (None: panel only); for a bool, the option is a flag that sets ``not default``
     (``--no-radiomics`` for ``radiomics=True``). ``dest`` is argparse's attribute name.
     """
@@ -113,7 +114,8 @@ PANEL_FIELDS: Tuple[Field, ...] = (
     # Training (runs.training_run): the cases, what to learn, the new model's name and budget.
     Field("trainVolume", "volume", help="a volume to train on (or to add before a retrain)"),
     Field("trainSegmentation", "segmentation", help="the segmentation drawn on that volume"),
-    Field("trainPairs", "str", "[]", help="the training cases: JSON list of [volume node ID, segmentation node ID]"),
+    Field("trainPairVolumes", "volumes", help="the training cases' volumes (in the order of trainPairSegmentations)"),
+    Field("trainPairSegmentations", "segmentations", help="the training cases' segmentations, one per volume"),
     Field("trainSegments", "str", "", help="comma-separated names of the segments to learn (empty: the first case's segments)"),
     Field("trainModelName", "str", "my model", help="name of the model to train"),
     Field("trainBudgetMin", "float", DEFAULT_TRAINING_BUDGET_MIN, minimum=0.5, maximum=1440.0, help="training budget in wall-clock minutes"),

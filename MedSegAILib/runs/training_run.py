@@ -76,15 +76,6 @@ def segment_names_from_text(text: str) -> List[str]:
     return [n.strip() for n in str(text or "").split(",") if n.strip()]
 
 
-def pairs_from_json(text: str) -> List[List[str]]:
-    """The panel's training cases: [[volume node ID, segmentation node ID], ...] ([] if unreadable)."""
-    try:
-        pairs = json.loads(text or "[]")
-    except ValueError:
-        return []
-    return [[str(a), str(b)] for a, b in pairs if a and b] if isinstance(pairs, list) and all(isinstance(p, list) and len(p) == 2 for p in pairs) else []
-
-
 def check_training_settings(settings: TrainingSettings) -> None:
     """Refuse settings that cannot train (InputError), before anything is written."""
     if not settings.model_name.strip():

@@ -18,6 +18,7 @@ keeps them), and the model card records the sources and segment names.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -127,6 +128,31 @@ def check_cases(cases: Sequence[LabelledCase], segment_names: Sequence[str], *, 
             raise InputError(f"{where}: segment '{missing[0]}' is empty or missing; every case needs every segment")
 
 
+def image_digest(image: sitk.Image) -> str:
+    """SHA-256 of an image's voxels and geometry: the same scan, however it was loaded."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(sitk.GetArrayFromImage(image)).tobytes())
+    def rounded(values, digits):  # + 0.0 turns -0.0 into 0.0: a file round trip may change the sign of a zero
+        return [round(float(v), digits) + 0.0 for v in values]
+
+    h.update(json.dumps([list(image.GetSize()), rounded(image.GetSpacing(), 4), rounded(image.GetOrigin(), 3),
+                         rounded(image.GetDirection(), 4), image.GetPixelIDTypeAsString()]).encode())
+    return h.hexdigest()
+
+
+def refuse_repeated_images(named_digests: Sequence[tuple], validation: Sequence[str] = ()) -> None:
+    """InputError when two cases hold the same image (``(name, digest)`` pairs): a scan
+    that trains and validates would inflate the validation figures, one that trains twice
+    would weigh double."""
+    seen: Dict[str, str] = {}
+    for name, digest in named_digests:
+        if digest in seen:
+            first = seen[digest]
+            role = " (a validation case)" if first in validation else ""
+            raise InputError(f"case '{name}' is the same image as case '{first}'{role}; each scan may be in a training set once")
+        seen[digest] = name
+
+
 def _where(case: LabelledCase) -> str:
     seg = case.source.get("segmentation") or case.source.get("label_file")
     return f"case '{case.name}'" + (f" (segmentation '{seg}')" if seg else "")
@@ -154,6 +180,7 @@ def write_training_set(
     if folder.exists() and any(folder.iterdir()):
         raise InputError(f"'{folder}' already holds files; choose a new folder for the training set")
     written = case_names([c.name for c in cases])
+    refuse_repeated_images([(n, image_digest(c.image)) for n, c in zip(written, cases)])
     if validation is None:
         validation = written[-validation_count(len(cases)) :]
     unknown = sorted(set(validation) - set(written))
@@ -212,9 +239,11 @@ def extend_training_set(source_folder, new_cases: Sequence[LabelledCase], folder
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
         raise InputError(f"'{folder}' already holds files; choose a new folder for the training set")
-    shutil.copytree(source_folder, folder, dirs_exist_ok=True)
     old = [r["case"] for r in meta["medsegai"]["cases"]]
     written = case_names(old + [c.name for c in new_cases])[len(old) :]
+    have = [(n, image_digest(sitk.ReadImage(str(Path(source_folder) / "imagesTr" / f"{n}_0000.nii.gz")))) for n in old]
+    refuse_repeated_images(have + [(n, image_digest(c.image)) for n, c in zip(written, new_cases)], meta["medsegai"].get("validation", ()))
+    shutil.copytree(source_folder, folder, dirs_exist_ok=True)
     for case, stem in zip(new_cases, written):
         meta["medsegai"]["cases"].append(_write_case(folder, case, stem))
     meta["numTraining"] = len(meta["medsegai"]["cases"])
