@@ -32,6 +32,7 @@ from MedSegAILib.runs.training_run import (  # noqa: E402
     TrainingSettings,
     check_training_settings,
     new_model_folder,
+    training_arguments,
     training_set_of,
     user_model_choices,
 )
@@ -161,6 +162,11 @@ def test_names_folders_and_settings():
         check_training_settings(TrainingSettings("m", ("a",), budget_min=0.0))
     with pytest.raises(InputError, match="not a model folder"):
         check_training_settings(TrainingSettings("m", ("a",), init_from="/nonexistent"))
+    args = training_arguments(TrainingSettings("m", ("a",)), "set", "out")
+    assert args[:4] == ["train", "set", "--output", "out"] and args[args.index("--time-budget-min") + 1] == "10"
+    assert "--budget-clock" not in args and "--init-from" not in args and "--average-from" in args
+    cpu = training_arguments(TrainingSettings("m", ("a",), budget_clock="cpu", init_from="prev"), "set", "out")
+    assert cpu[cpu.index("--budget-clock") + 1] == "cpu" and cpu[cpu.index("--init-from") + 1] == "prev"
 
 
 def test_a_small_record_is_not_used_for_the_domain_check(shared_data):

@@ -61,6 +61,9 @@ class TrainingSettings:
         A model folder to start from ("add this case and retrain"), "" to train from scratch.
     threads : int
         CPU threads for the training process (0 = all).
+    budget_clock : str
+        "wall" (the panel: minutes the user waits) or "cpu" (the process's CPU time: the
+        benchmark, so that a busy machine does not change what is learnt).
     """
 
     model_name: str
@@ -69,6 +72,7 @@ class TrainingSettings:
     device: str = "auto"
     init_from: str = ""
     threads: int = 0
+    budget_clock: str = "wall"
 
 
 def segment_names_from_text(text: str) -> List[str]:
@@ -103,6 +107,8 @@ def training_arguments(settings: TrainingSettings, dataset_dir, output_dir) -> L
         "--average-from", f"{AVERAGE_FROM:g}", "--val-every", str(VALIDATE_EVERY),
         "--name", settings.model_name.strip(), "--device", settings.device, "--progress-lines",
     ]
+    if settings.budget_clock != "wall":
+        args += ["--budget-clock", settings.budget_clock]
     if settings.threads:
         args += ["--threads", str(int(settings.threads))]
     if settings.init_from:
