@@ -27,6 +27,7 @@ COMMANDS = (
     "train",
     "export_onnx",
     "ensemble",
+    "import_model",
     "methods",
 )
 

@@ -30,6 +30,8 @@ def model_summary(card: dict) -> str:
         if spacing:
             text += " at " + " x ".join(f"{float(s):g}" for s in spacing) + " mm"
         parts.append(text)
+    if card.get("format") == "nnunet-v2":
+        parts.append(f"imported nnU-Net v2 model ({card.get('nnunet', {}).get('configuration')}, {len(card.get('folds') or [])} fold(s); runs with PyTorch)")
     members = card.get("members") if isinstance(card.get("members"), list) else None
     if members:
         parts.append(f"ensemble of {len(members)} models")

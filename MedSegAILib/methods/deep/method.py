@@ -28,8 +28,13 @@ def run(request: MethodRequest) -> MethodOutput:
     record = card.get("domain")
     before = check_input(record, input_features(request.channels))
     refuse_unless_allowed(before, request.allow_out_of_domain, SOURCE)
-    out = segment_with_model(request.channels, request.model, device=request.device, progress=request.progress,
-                             keep_samples=request.keep_probabilities, **request.params)
+    if card.get("format") == "nnunet-v2":  # imported from nnU-Net: nnU-Net's own preprocessing and sliding window
+        from .nnunet.predict import segment_imported
+
+        out = segment_imported(request.channels, resolve_model_dir(request.model), tta=bool(request.params.get("tta", True)), progress=request.progress)
+    else:
+        out = segment_with_model(request.channels, request.model, device=request.device, progress=request.progress,
+                                 keep_samples=request.keep_probabilities, **request.params)
     after = check_result(record, out)
     refuse_unless_allowed(after, request.allow_out_of_domain, SOURCE)
     return mark_result(out, before, after, "the model card records no training domain: the input was not checked against it")

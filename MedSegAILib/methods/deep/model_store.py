@@ -121,7 +121,8 @@ def read_card(folder: Path) -> dict:
         raise InputError(f"the model card '{folder / CARD}' is not valid JSON ({exc})") from None
     if not isinstance(card, dict):
         raise InputError(f"the model card '{folder / CARD}' is not a JSON object")
-    if not is_ensemble(card) and not (folder / WEIGHTS).exists():
+    # Ensembles keep member<k>.safetensors and imported nnU-Net models fold<k>.safetensors instead.
+    if not is_ensemble(card) and card.get("format") != "nnunet-v2" and not (folder / WEIGHTS).exists():
         raise InputError(f"'{folder}' is not a MedSegAI model folder (it needs {WEIGHTS} and {CARD})")
     return card
 

@@ -1,0 +1,125 @@
+"""nnU-Net v2's sliding-window prediction, reproduced, and a MedSegAI run of an imported model.
+
+Tiles of the plan's patch size at half-patch steps, each weighted by a Gaussian (sigma 1/8
+of the patch, peak 10); mirroring averages the logits of the input and of every combination
+of flips along the allowed axes; folds average their logits. Accumulation is in float16, as
+nnU-Net does, so the labels are nnU-Net's to the voxel.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import List, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+
+def gaussian_weights(patch: Sequence[int]) -> np.ndarray:
+    """float16 importance map: a Gaussian (sigma = patch / 8) with peak 10, no zeros."""
+    impulse = np.zeros(patch, dtype=np.float64)
+    impulse[tuple(p // 2 for p in patch)] = 1.0
+    g = ndimage.gaussian_filter(impulse, [p / 8 for p in patch], 0, mode="constant", cval=0)
+    g = (g / (g.max() / 10.0)).astype(np.float16)
+    g[g == 0] = g[g != 0].min()
+    return g
+
+
+def tile_starts(size: int, tile: int, step: float = 0.5) -> List[int]:
+    """Start indices along one axis (nnU-Net's rule: evenly spread, at most step * tile apart)."""
+    n = int(np.ceil((size - tile) / (tile * step))) + 1
+    spacing = (size - tile) / (n - 1) if n > 1 else 99999999999
+    return [int(np.round(spacing * i)) for i in range(n)]
+
+
+def _pad(data: np.ndarray, patch: Sequence[int]):
+    """Zero-pad axes shorter than the patch (centred); returns the array and the crop back."""
+    pads, back = [(0, 0)], [slice(None)]
+    for n, p in zip(data.shape[1:], patch):
+        d = max(p - n, 0)
+        pads.append((d // 2, d - d // 2))
+        back.append(slice(d // 2, d // 2 + n))
+    return np.pad(data, pads, mode="constant", constant_values=0), tuple(back)
+
+
+def predict_logits(nets, data: np.ndarray, patch: Sequence[int], mirror_axes, progress=None) -> np.ndarray:
+    """Mean logits (K, z, y, x) float16 of ``nets`` (the folds) on ``data`` (C, z, y, x)."""
+    import torch
+
+    padded, back = _pad(data, patch)
+    g = torch.from_numpy(gaussian_weights(patch))
+    x = torch.from_numpy(padded)
+    starts = [tile_starts(n, p) for n, p in zip(padded.shape[1:], patch)]
+    tiles = list(itertools.product(*starts))
+    axes = [a + 2 for a in (mirror_axes or ())]
+    flips = [c for r in range(1, len(axes) + 1) for c in itertools.combinations(axes, r)]
+    total = None
+    with torch.inference_mode():
+        for f, net in enumerate(nets):
+            net.eval()
+            logits = None
+            weight = torch.zeros(padded.shape[1:], dtype=torch.float16)
+            for t, corner in enumerate(tiles):
+                sl = tuple(slice(c, c + p) for c, p in zip(corner, patch))
+                tile = x[(slice(None), *sl)][None]
+                pred = net(tile)
+                for c in flips:
+                    pred += torch.flip(net(torch.flip(tile, c)), c)
+                pred /= len(flips) + 1
+                pred = pred[0] * g
+                if logits is None:
+                    logits = torch.zeros((pred.shape[0], *padded.shape[1:]), dtype=torch.float16)
+                logits[(slice(None), *sl)] += pred.to(torch.float16)
+                weight[sl] += g
+                if progress is not None:
+                    progress.update((f + (t + 1) / len(tiles)) / len(nets), f"fold {f + 1} of {len(nets)}: tile {t + 1} of {len(tiles)}")
+            torch.div(logits, weight, out=logits)
+            total = logits if total is None else total + logits
+        if len(nets) > 1:
+            total /= len(nets)
+        return total[back].numpy().copy()
+
+
+def segment_imported(channels: List[sitk.Image], folder, *, tta: bool = True, progress=None):
+    """Run an imported nnU-Net model folder on co-registered channels; returns a MethodOutput
+    (labels, softmax probabilities, normalised entropy, on the input's grid)."""
+    from ....core.classes import ClassInfo
+    from ....core.errors import InputError
+    from ....core.progress import Progress
+    from ....core.result import MethodOutput
+    from ....core.slabs import worker_count
+    from ....core.terminology import lookup_terminology
+    from ....core.classes import distinct_colors
+    from ....uncertainty.entropy import normalized_entropy, probabilities_image
+    from .importer import load_imported
+    from .preprocess import preprocess, restore
+
+    import torch
+
+    progress = progress or Progress()
+    model = load_imported(folder)
+    conf = model.card["nnunet"]
+    if len(channels) != len(conf["channel_names"]):
+        raise InputError(f"the model expects {len(conf['channel_names'])} input channel(s) ({', '.join(conf['channel_names'].values())}), {len(channels)} given")
+    torch.set_num_threads(worker_count())
+    progress.update(0.0, "nnU-Net preprocessing")
+    data, context = preprocess(channels, conf)
+    logits = predict_logits(model.networks, data, conf["patch_size"], model.card["nnunet"]["mirror_axes"] if tta else None, progress.sub(0.05, 0.9))
+    labels, prob = restore(logits, context, conf)
+    ref = channels[0]
+    label_img = sitk.GetImageFromArray(labels)
+    label_img.CopyInformation(ref)
+    unc = sitk.GetImageFromArray(normalized_entropy(prob, axis=0))
+    unc.CopyInformation(ref)
+    names = conf["labels"]
+    colors = distinct_colors(len(names) - 1)
+    classes = [ClassInfo(int(k), n, colors[i], lookup_terminology(n)) for i, (k, n) in enumerate((k, n) for k, n in names.items() if k != "0")]
+    progress.update(1.0, "nnU-Net inference done")
+    return MethodOutput(
+        labels=label_img, classes=classes, probabilities=probabilities_image(np.moveaxis(prob, 0, -1), ref), uncertainty=unc,
+        parameters={"model": str(model.folder), "device": "cpu", "runtime": "torch", "tta": tta},
+        model_hash=model.card["sha256"],
+        extra={"network": f"nnU-Net v2 {conf['architecture']['network']}", "model_name": model.card.get("name"), "device": "cpu",
+               "runtime": "torch", "runtime_reason": "imported nnU-Net model", "folds": conf["folds"]},
+    )
