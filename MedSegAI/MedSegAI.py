@@ -545,21 +545,35 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.statusLabel.text = _("The method's packages are not installed; nothing was run.")
                 return
         with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
-            try:
-                self.ui.progressBar.value = 0
-                self.ui.progressBar.visible = True
-                self.ui.statusLabel.text = _("Starting…")
-                self.logic.startRun(p, onProgress=self.onProgress, onLog=self.onLog, onFinished=self.onFinished)
-            except Exception:
-                self.ui.progressBar.visible = False
-                self.ui.statusLabel.text = _("Not started.")
-                raise
-            finally:
-                self._updateButtons()
+            self._startInBackground(
+                self.ui.progressBar, self.ui.statusLabel, _("Starting…"),
+                lambda: self.logic.startRun(p, onProgress=self.onProgress, onLog=self.onLog, onFinished=self.onFinished),
+            )
+
+    def _startInBackground(self, progressBar, statusLabel, startingText, start, runningText=None) -> None:
+        """Show ``progressBar`` at 0 and ``startingText``, call ``start()``; if it raises,
+        hide the bar, say "Not started." and re-raise. The buttons follow either way."""
+        progressBar.value = 0
+        progressBar.visible = True
+        statusLabel.text = startingText
+        try:
+            start()
+            if runningText:
+                statusLabel.text = runningText
+        except Exception:
+            progressBar.visible = False
+            statusLabel.text = _("Not started.")
+            raise
+        finally:
+            self._updateButtons()
+
+    @staticmethod
+    def _showProgress(progressBar, statusLabel, fraction: float, message: str) -> None:
+        progressBar.value = int(round(100 * fraction))
+        statusLabel.text = message
 
     def onProgress(self, fraction: float, message: str) -> None:
-        self.ui.progressBar.value = int(round(100 * fraction))
-        self.ui.statusLabel.text = message
+        self._showProgress(self.ui.progressBar, self.ui.statusLabel, fraction, message)
 
     def onLog(self, line: str, elapsed: float) -> None:
         self.ui.logTextEdit.appendPlainText(f"[{elapsed:7.1f} s] {line}")
@@ -673,24 +687,16 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.trainStatusLabel.text = _("The training packages are not installed; nothing was started.")
                 return
         with slicer.util.tryWithErrorDisplay(_("Failed to start the training."), waitCursor=True):
-            try:
-                self.ui.trainProgressBar.value = 0
-                self.ui.trainProgressBar.visible = True
-                self.ui.trainStatusLabel.text = _("Checking and exporting the cases…")
-                self.logic.startTraining(
+            self._startInBackground(
+                self.ui.trainProgressBar, self.ui.trainStatusLabel, _("Checking and exporting the cases…"),
+                lambda: self.logic.startTraining(
                     self._parameterNode, retrain=retrain, onProgress=self.onTrainProgress, onLog=self.onTrainLog, onFinished=self.onTrainFinished
-                )
-                self.ui.trainStatusLabel.text = _("Training in the background…")
-            except Exception:
-                self.ui.trainProgressBar.visible = False
-                self.ui.trainStatusLabel.text = _("Not started.")
-                raise
-            finally:
-                self._updateButtons()
+                ),
+                _("Training in the background…"),
+            )
 
     def onTrainProgress(self, fraction: float, message: str) -> None:
-        self.ui.trainProgressBar.value = int(round(100 * fraction))
-        self.ui.trainStatusLabel.text = message
+        self._showProgress(self.ui.trainProgressBar, self.ui.trainStatusLabel, fraction, message)
 
     def onTrainLog(self, line: str, elapsed: float) -> None:
         self.ui.logTextEdit.appendPlainText(f"[training {elapsed:7.1f} s] {line}")
@@ -937,6 +943,18 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
 
     # --- background run ----------------------------------------------------------------------
 
+    def _runArguments(self, onProgress, onLog, onFinished) -> dict:
+        """What every background run (``MedSegAILib.runs.runner.ProcessRun``) takes in Slicer:
+        PythonSlicer, the library's folder, and QTimer.singleShot as its event loop."""
+        return {
+            "python_executable": self.pythonExecutable(),
+            "library_parent": self.libraryFolder,
+            "call_soon": lambda fn: qt.QTimer.singleShot(0, fn),
+            "on_progress": onProgress,
+            "on_log": onLog,
+            "on_finished": onFinished,
+        }
+
     def isRunning(self) -> bool:
         return self._run is not None and self._run.state == "running"
 
@@ -978,16 +996,7 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
             if onFinished:
                 onFinished(outcome, nodes, loadError)
 
-        run = SegmentationRun(
-            settings,
-            MedSegAIProcess(slicer.app),
-            python_executable=self.pythonExecutable(),
-            library_parent=self.libraryFolder,
-            call_soon=lambda fn: qt.QTimer.singleShot(0, fn),
-            on_progress=onProgress,
-            on_log=onLog,
-            on_finished=finished,
-        )
+        run = SegmentationRun(settings, MedSegAIProcess(slicer.app), **self._runArguments(onProgress, onLog, finished))
         run.start(writeInputs, has_seeds=hasSeeds)
         self._run = run
         return run
@@ -1061,17 +1070,7 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
             if onFinished:
                 onFinished(outcome)
 
-        run = TrainingRun(
-            settings,
-            MedSegAIProcess(slicer.app),
-            models_root=self.userModelsFolder(),
-            python_executable=self.pythonExecutable(),
-            library_parent=self.libraryFolder,
-            call_soon=lambda fn: qt.QTimer.singleShot(0, fn),
-            on_progress=onProgress,
-            on_log=onLog,
-            on_finished=finished,
-        )
+        run = TrainingRun(settings, MedSegAIProcess(slicer.app), models_root=self.userModelsFolder(), **self._runArguments(onProgress, onLog, finished))
         run.start(write)
         self._trainingRun = run
         return run

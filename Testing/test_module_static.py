@@ -314,7 +314,7 @@ def test_qprocess_is_kept_and_freed_after_its_signals():
     assert "qt.QProcess(self._parent)" in text and "process.deleteLater()" in text
     assert '"finished(int,QProcess::ExitStatus)"' in text and '"errorOccurred(QProcess::ProcessError)"' in text
     assert "stateChanged" not in text
-    assert "call_soon=lambda fn: qt.QTimer.singleShot(0, fn)" in text
+    assert '"call_soon": lambda fn: qt.QTimer.singleShot(0, fn)' in text and text.count("MedSegAIProcess(slicer.app)") == 2 and text.count("**self._runArguments(") == 2
     assert "subprocess.run" not in text  # the self-test goes through the same path as Apply
 
 

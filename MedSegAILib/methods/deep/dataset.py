@@ -90,18 +90,22 @@ def read_dataset(root) -> TrainingDataset:
     return TrainingDataset(root, cases, names, channel_names)
 
 
+def read_json_object(path) -> dict:
+    """A JSON file that must hold an object; InputError naming the file otherwise."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"'{path}' is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"'{path}' must hold a JSON object")
+    return data
+
+
 def read_dataset_json(root) -> dict:
     """A dataset folder's ``dataset.json`` ({} when there is none); InputError if unreadable."""
     path = Path(root) / "dataset.json"
-    if not path.exists():
-        return {}
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"'{path}' is not valid JSON: {exc}") from None
-    if not isinstance(meta, dict):
-        raise InputError(f"'{path}' must hold a JSON object")
-    return meta
+    return read_json_object(path) if path.exists() else {}
 
 
 def load_case_arrays(case: TrainingCase):

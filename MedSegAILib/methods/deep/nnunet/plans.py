@@ -8,11 +8,11 @@ configuration as a plain, JSON-serialisable dict (kept in the imported model's c
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from ....core.errors import InputError
+from ..dataset import read_json_object
 
 #: Network classes the importer rebuilds (the last dotted name of network_class_name).
 NETWORKS = ("PlainConvUNet", "ResidualEncoderUNet")
@@ -32,13 +32,7 @@ MAX_FEATURES = 2048
 def _read_json(path: Path, what: str) -> dict:
     if not path.is_file():
         raise InputError(f"'{path.parent}' has no {path.name}: {what}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"'{path}' is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"'{path}' must hold a JSON object")
-    return data
+    return read_json_object(path)
 
 
 def read_dataset_json(folder) -> dict:
