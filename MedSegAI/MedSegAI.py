@@ -230,6 +230,7 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.outputSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.ui.show3DButton.setSegmentationNode)
         self.ui.deviceInfoLabel.text = _(self.logic.deviceDescription())
         self.ui.progressBar.visible = False
+        self.ui.addModelButton.connect("clicked(bool)", self.onAddModel)
         self.ui.addTrainPairButton.connect("clicked(bool)", self.onAddTrainPair)
         self.ui.removeTrainPairButton.connect("clicked(bool)", self.onRemoveTrainPair)
         self.ui.trainButton.connect("clicked(bool)", self.onTrainButton)
@@ -624,6 +625,24 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         return message.startswith(OUT_OF_DOMAIN_START)
 
+    def onAddModel(self) -> None:
+        """Import an nnU-Net v2 results folder into the user's model folder and select it."""
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Choose an nnU-Net v2 results folder"))
+        if not folder:
+            return
+        with slicer.util.tryWithErrorDisplay(_("The import needs PyTorch, which could not be installed.")):
+            if not self.logic.ensureImportDependencies():
+                return
+        with slicer.util.tryWithErrorDisplay(_("The model could not be imported."), waitCursor=True):
+            model, card = self.logic.importModel(folder)
+            self._fillModelCombo()
+            with slicer.util.NodeModify(self._parameterNode.parameterNode):
+                self._parameterNode.methodFamily = "deep"
+                self._parameterNode.method = "deep"
+                self._parameterNode.modelFolder = ""
+                self._parameterNode.model = model
+            self.ui.statusLabel.text = _("Imported '{name}' ({folds} fold(s)); it is selected.").format(name=card["name"], folds=len(card["folds"]))
+
     # --- training -----------------------------------------------------------------------------
 
     def _fillTrainPairsList(self) -> None:
@@ -930,6 +949,15 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
         else:
             slicer.util.pip_install(list(requirements))
 
+    def ensureImportDependencies(self) -> bool:
+        """Install what importing a model needs (PyTorch, safetensors), after asking."""
+        from MedSegAILib.runs.requirements import IMPORT_REQUIREMENTS, missing_for_training
+
+        def missing():
+            return missing_for_training(requirements=IMPORT_REQUIREMENTS)
+
+        return self._installAfterAsking("import", missing(), missing)
+
     def ensureTrainingDependencies(self) -> bool:
         """Install what training needs (the torch stack, the ONNX exporter, matplotlib), after
         asking; False if the user declined."""
@@ -1013,6 +1041,17 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
         data folder in the user's default scene folder (Documents unless changed), not the
         settings folder (roaming on Windows); it survives updates of the extension."""
         return os.path.join(slicer.app.defaultScenePath, "MedSegAI models")
+
+    def importModel(self, folder):
+        """Import the nnU-Net v2 results folder ``folder`` into :meth:`userModelsFolder` under a
+        new name; returns (model folder, card). Nothing is written when the import is refused."""
+        from MedSegAILib.methods.deep.nnunet.importer import import_nnunet
+        from MedSegAILib.runs.training_run import new_model_folder
+
+        os.makedirs(self.userModelsFolder(), exist_ok=True)
+        target = new_model_folder(self.userModelsFolder(), os.path.basename(os.path.normpath(folder)))
+        card = import_nnunet(folder, target, log=logging.info)
+        return str(target), card
 
     def isTraining(self) -> bool:
         return self._trainingRun is not None and self._trainingRun.state == "running"

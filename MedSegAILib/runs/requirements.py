@@ -208,20 +208,25 @@ def install_plan(missing: Sequence[Requirement]) -> Dict[str, List[str]]:
 TRAINING_REQUIREMENTS: Tuple[Requirement, ...] = (TORCH, MONAI, SAFETENSORS, ONNXSCRIPT, ONNXRUNTIME, MATPLOTLIB)
 
 
-def missing_for_training(*, is_installed=None) -> List[Requirement]:
-    """Which of :data:`TRAINING_REQUIREMENTS` are not installed in a version they accept."""
+#: What importing (and running) an nnU-Net model needs: torch, and safetensors for the weights.
+IMPORT_REQUIREMENTS: Tuple[Requirement, ...] = (TORCH, SAFETENSORS)
+
+
+def missing_for_training(*, is_installed=None, requirements: Sequence[Requirement] = TRAINING_REQUIREMENTS) -> List[Requirement]:
+    """Which of ``requirements`` (default :data:`TRAINING_REQUIREMENTS`; or
+    :data:`IMPORT_REQUIREMENTS`) are not installed in a version they accept."""
     if is_installed is not None:
-        return [r for r in TRAINING_REQUIREMENTS if not is_installed(r.module)]
+        return [r for r in requirements if not is_installed(r.module)]
     importlib.invalidate_caches()
-    return [r for r in TRAINING_REQUIREMENTS if not is_satisfied(r)]
+    return [r for r in requirements if not is_satisfied(r)]
 
 
 def install_question(method: str, missing: Sequence[Requirement]) -> str:
     """The sentence the module shows before installing (untranslated; the module wraps it).
-    ``method`` is a method's name, or "training"."""
+    ``method`` is a method's name, "training" or "import"."""
     names = ", ".join(r.distribution for r in missing)
     notes = " ".join(r.licence_note + "." for r in missing if r.licence_note)
-    subject = "Training a model" if method == "training" else f"The method '{method}'"
+    subject = {"training": "Training a model", "import": "Importing a model"}.get(method, f"The method '{method}'")
     return (
         f"{subject} needs Python packages that are not installed yet: {names}. "
         f"Install them now? This downloads them from the internet and can take several minutes. {notes}"
