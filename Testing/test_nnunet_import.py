@@ -92,13 +92,19 @@ def test_import_keeps_every_tensor_and_runs_through_segment(tmp_path, hippocampu
     # The imported weights are the checkpoint's, every alias of them included.
     model = load_imported(tmp_path / "model")
     ck = torch.load(src / "fold_1" / "checkpoint_final.pth", weights_only=False)
-    for k, v in model.networks[1].state_dict().items():
+    for k, v in model.load_networks()[1].state_dict().items():
         torch.testing.assert_close(v, ck["network_weights"][k], rtol=0, atol=0)
     image = sitk.ReadImage(str(hippocampus_case[0]))
     out = segment_imported([image], tmp_path / "model", tta=False)
     assert out.labels.GetSize() == image.GetSize() and [c.name for c in out.classes] == ["Anterior", "Posterior"]
     prob = sitk.GetArrayFromImage(out.probabilities)
     np.testing.assert_allclose(prob.sum(axis=-1), 1.0, atol=1e-5)
+    # Each fold has an ONNX export checked against torch; ONNX Runtime gives the same result.
+    assert all(m["onnx"]["max_relative_logit_difference"] < 1e-3 for m in card["folds"])
+    onnx = segment_imported([image], tmp_path / "model", tta=False, runtime="onnx")
+    assert onnx.parameters["runtime"] == "onnx"
+    np.testing.assert_allclose(sitk.GetArrayFromImage(onnx.probabilities), prob, atol=2e-3)
+    assert (sitk.GetArrayFromImage(onnx.labels) != sitk.GetArrayFromImage(out.labels)).mean() < 1e-3
     # Through the CLI: a MedSegAI run of the imported model, with every output.
     run = subprocess.run([sys.executable, "-m", "MedSegAILib.cli", "segment", str(hippocampus_case[0]), "--method", "deep", "--model", str(tmp_path / "model"),
                           "--output", str(tmp_path / "out"), "--no-radiomics"], capture_output=True, text=True, cwd=LIBRARY_PARENT)
@@ -108,15 +114,16 @@ def test_import_keeps_every_tensor_and_runs_through_segment(tmp_path, hippocampu
     prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
     assert prov["model_hash"] == card["sha256"]
     # A damaged weights file is caught by its SHA-256.
-    (tmp_path / "model" / "fold0.safetensors").write_bytes(b"x" + (tmp_path / "model" / "fold0.safetensors").read_bytes()[1:])
-    with pytest.raises(InputError, match="does not match the SHA-256"):
-        load_imported(tmp_path / "model")
+    for name in ("fold1.onnx", "fold0.safetensors"):
+        (tmp_path / "model" / name).write_bytes(b"x" + (tmp_path / "model" / name).read_bytes()[1:])
+        with pytest.raises(InputError, match=f"{name}' does not match the SHA-256"):
+            load_imported(tmp_path / "model")
 
 
 def test_the_residual_encoder_unet_is_rebuilt(tmp_path):
     src = results_folder(tmp_path, network="ResidualEncoderUNet")
     import_nnunet(src, tmp_path / "model", log=lambda m: None)
-    net = load_imported(tmp_path / "model").networks[0]
+    net = load_imported(tmp_path / "model").load_networks()[0]
     assert any(".skip.1.conv.weight" in k for k in net.state_dict()) and "encoder.stem.convs.0.conv.weight" in net.state_dict()
     assert net(torch.zeros(1, 1, 24, 32, 24)).shape == (1, 3, 24, 32, 24)
 

@@ -79,9 +79,14 @@ def import_nnunet(results_folder, output, *, folds: Optional[Sequence[int]] = No
             weights = f"fold{fold}.safetensors"
             safetensors.torch.save_file(_canonical(net), str(out / weights), metadata={"format": "pt"})
             digest = sha256_of_file(out / weights)
-            members.append({"fold": fold, "weights": weights, "sha256": digest})
+            member = {"fold": fold, "weights": weights, "sha256": digest}
+            onnx = export_fold_onnx(net, conf, out / f"fold{fold}.onnx")
+            if onnx:
+                member["onnx"] = onnx
+            members.append(member)
             provenance.append({"fold": fold, "checkpoint": file_name, "sha256": sha256_of_file(path), "trainer": ck.get("trainer_name"), "epoch": ck.get("current_epoch")})
-            log(f"fold {fold}: {file_name} imported ({len(net.state_dict())} tensors, all used)")
+            log(f"fold {fold}: {file_name} imported ({len(net.state_dict())} tensors, all used)" +
+                (f"; ONNX export matches torch to {onnx['max_relative_logit_difference']:.1e}" if onnx else "; no ONNX export (onnxscript or onnxruntime missing)"))
         labels = conf["labels"]
         card = {
             "name": name or f"{conf['dataset_name'] or src.parent.name} ({conf['configuration']}, nnU-Net v2)",
@@ -99,7 +104,7 @@ def import_nnunet(results_folder, output, *, folds: Optional[Sequence[int]] = No
             "intended_use": "As the source model's; research use only unless its own terms say otherwise.",
         }
         (out / "model.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
-        (out / "model.sha256").write_text("".join(f"{m['sha256']}  {m['weights']}\n" for m in members))
+        (out / "model.sha256").write_text("".join(f"{m['sha256']}  {m['weights']}\n" + (f"{m['onnx']['sha256']}  {m['onnx']['file']}\n" if m.get("onnx") else "") for m in members))
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
@@ -108,36 +113,89 @@ def import_nnunet(results_folder, output, *, folds: Optional[Sequence[int]] = No
 
 @dataclass
 class ImportedModel:
+    """An imported model whose files were checked against the SHA-256 in its card."""
+
     folder: Path
     card: dict
-    networks: list
+
+    def load_networks(self) -> list:
+        """The folds' torch networks (evaluation mode)."""
+        import safetensors.torch
+
+        conf = self.card["nnunet"]
+        nets = []
+        for m in self.card["folds"]:
+            net = NnUNet(conf["architecture"], len(conf["channel_names"]), len(conf["labels"]))
+            tensors = safetensors.torch.load_file(str(self.folder / m["weights"]))
+            _missing, unexpected = net.load_state_dict(tensors, strict=False)
+            names = set(dict(net.named_parameters())) | set(dict(net.named_buffers()))
+            if unexpected or names - set(tensors):
+                raise InputError(f"'{self.folder / m['weights']}' does not fit the network model.json describes")
+            nets.append(net.eval())
+        return nets
 
 
 def is_imported(card: dict) -> bool:
     return card.get("format") == FORMAT
 
 
-def load_imported(folder) -> ImportedModel:
-    """The folds' networks of an imported model, each file's SHA-256 checked against the card."""
-    import safetensors.torch
+def _checked(folder: Path, name: str, digest: str) -> Path:
+    path = folder / name
+    if not path.is_file() or path.resolve().parent != folder.resolve():
+        raise InputError(f"'{folder}': the file '{name}' the card names is missing or outside the model folder")
+    if sha256_of_file(path) != digest:
+        raise InputError(f"'{path}' does not match the SHA-256 in model.json: the file was changed or damaged; import the model again")
+    return path
 
+
+def load_imported(folder) -> ImportedModel:
+    """An imported model with every weights and ONNX file it names checked (SHA-256)."""
     folder = Path(folder)
     card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     if not is_imported(card):
         raise InputError(f"'{folder}' is not an imported nnU-Net model")
-    conf = card["nnunet"]
-    nets = []
     for m in card["folds"]:
-        path = folder / m["weights"]
-        if not path.is_file() or path.resolve().parent != folder.resolve():
-            raise InputError(f"'{folder}': the weights file '{m['weights']}' the card names is missing or outside the model folder")
-        if sha256_of_file(path) != m["sha256"]:
-            raise InputError(f"'{path}' does not match the SHA-256 in model.json: the file was changed or damaged; import the model again")
-        net = NnUNet(conf["architecture"], len(conf["channel_names"]), len(conf["labels"]))
-        tensors = safetensors.torch.load_file(str(path))
-        missing, unexpected = net.load_state_dict(tensors, strict=False)
-        names = set(dict(net.named_parameters())) | set(dict(net.named_buffers()))
-        if unexpected or names - set(tensors):
-            raise InputError(f"'{path}' does not fit the network model.json describes")
-        nets.append(net.eval())
-    return ImportedModel(folder, card, nets)
+        _checked(folder, m["weights"], m["sha256"])
+        if m.get("onnx"):
+            _checked(folder, m["onnx"]["file"], m["onnx"]["sha256"])
+    return ImportedModel(folder, card)
+
+
+def onnx_sessions(model: ImportedModel, threads: int = 0) -> list:
+    """One ONNX Runtime session per fold (files checked when the model was loaded)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return [onnxruntime.InferenceSession(str(model.folder / m["onnx"]["file"]), options, providers=["CPUExecutionProvider"]) for m in model.card["folds"]]
+
+
+def export_fold_onnx(net, conf: dict, path: Path, *, tolerance: float = 1e-3, seed: int = 0) -> Optional[dict]:
+    """Export one fold's network at the plan's patch size and check ONNX Runtime against torch
+    on random patches; None (with nothing written) when the exporter is not installed."""
+    import importlib.util
+
+    import numpy as np
+
+    if any(importlib.util.find_spec(m) is None for m in ("onnxscript", "onnxruntime")):
+        return None
+    import onnxruntime
+    import torch
+
+    from ..onnx_export import OPSET, _quiet_exporter
+
+    shape = (len(conf["channel_names"]), *conf["patch_size"])
+    with _quiet_exporter():
+        program = torch.onnx.export(net.eval(), (torch.zeros((1, *shape)),), dynamo=True, input_names=["image"], output_names=["logits"], opset_version=OPSET, verbose=False)
+        program.save(str(path))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(seed).standard_normal((1, *shape)).astype(np.float32)
+    with torch.inference_mode():
+        ref = net(torch.from_numpy(x)).numpy()
+    worst = float(np.abs(session.run(None, {"image": x})[0] - ref).max() / max(1.0, float(np.abs(ref).max())))
+    if worst > tolerance:
+        path.unlink()
+        raise InputError(f"ONNX Runtime differs from torch by {worst:.2e} (relative) on a random patch; the export was refused")
+    return {"file": path.name, "sha256": sha256_of_file(path), "opset": OPSET, "max_relative_logit_difference": worst,
+            "checked_with": f"onnxruntime {onnxruntime.__version__}", "exporter": f"torch.onnx (dynamo) {torch.__version__}"}

@@ -43,69 +43,93 @@ def _pad(data: np.ndarray, patch: Sequence[int]):
     return np.pad(data, pads, mode="constant", constant_values=0), tuple(back)
 
 
-def predict_logits(nets, data: np.ndarray, patch: Sequence[int], mirror_axes, progress=None) -> np.ndarray:
-    """Mean logits (K, z, y, x) float16 of ``nets`` (the folds) on ``data`` (C, z, y, x)."""
-    import torch
+def predict_logits(forwards, data: np.ndarray, patch: Sequence[int], mirror_axes, progress=None) -> np.ndarray:
+    """Mean logits (K, z, y, x) float16 of the folds on ``data`` (C, z, y, x).
 
+    ``forwards``: one function per fold from a float32 batch (1, C, *patch) to its logits
+    (1, K, *patch) (torch or ONNX Runtime; see :func:`fold_forwards`).
+    """
     padded, back = _pad(data, patch)
-    g = torch.from_numpy(gaussian_weights(patch))
-    x = torch.from_numpy(padded)
+    g = gaussian_weights(patch)
     starts = [tile_starts(n, p) for n, p in zip(padded.shape[1:], patch)]
     tiles = list(itertools.product(*starts))
     axes = [a + 2 for a in (mirror_axes or ())]
     flips = [c for r in range(1, len(axes) + 1) for c in itertools.combinations(axes, r)]
     total = None
-    with torch.inference_mode():
-        for f, net in enumerate(nets):
-            net.eval()
-            logits = None
-            weight = torch.zeros(padded.shape[1:], dtype=torch.float16)
-            for t, corner in enumerate(tiles):
-                sl = tuple(slice(c, c + p) for c, p in zip(corner, patch))
-                tile = x[(slice(None), *sl)][None]
-                pred = net(tile)
-                for c in flips:
-                    pred += torch.flip(net(torch.flip(tile, c)), c)
-                pred /= len(flips) + 1
-                pred = pred[0] * g
-                if logits is None:
-                    logits = torch.zeros((pred.shape[0], *padded.shape[1:]), dtype=torch.float16)
-                logits[(slice(None), *sl)] += pred.to(torch.float16)
-                weight[sl] += g
-                if progress is not None:
-                    progress.update((f + (t + 1) / len(tiles)) / len(nets), f"fold {f + 1} of {len(nets)}: tile {t + 1} of {len(tiles)}")
-            torch.div(logits, weight, out=logits)
-            total = logits if total is None else total + logits
-        if len(nets) > 1:
-            total /= len(nets)
-        return total[back].numpy().copy()
+    for f, forward in enumerate(forwards):
+        logits = None
+        weight = np.zeros(padded.shape[1:], dtype=np.float16)
+        for t, corner in enumerate(tiles):
+            sl = tuple(slice(c, c + p) for c, p in zip(corner, patch))
+            tile = np.ascontiguousarray(padded[(slice(None), *sl)][None])
+            pred = forward(tile).astype(np.float32, copy=True)
+            for c in flips:
+                pred += np.flip(forward(np.ascontiguousarray(np.flip(tile, c))), c)
+            pred /= len(flips) + 1
+            pred = pred[0] * g  # float32 times the float16 map: float32, as in nnU-Net
+            if logits is None:
+                logits = np.zeros((pred.shape[0], *padded.shape[1:]), dtype=np.float16)
+            logits[(slice(None), *sl)] += pred.astype(np.float16)
+            weight[sl] += g
+            if progress is not None:
+                progress.update((f + (t + 1) / len(tiles)) / len(forwards), f"fold {f + 1} of {len(forwards)}: tile {t + 1} of {len(tiles)}")
+        np.divide(logits, weight, out=logits)
+        total = logits if total is None else total + logits
+    if len(forwards) > 1:
+        total /= np.float16(len(forwards))
+    return np.ascontiguousarray(total[back])
 
 
-def segment_imported(channels: List[sitk.Image], folder, *, tta: bool = True, progress=None):
+def fold_forwards(model, runtime: str = "auto"):
+    """(one forward function per fold, the engine): ONNX Runtime when every fold has an export
+    and ``runtime`` is "onnx", or "auto" without torch installed; else torch."""
+    import importlib.util
+
+    from ....core.errors import InputError
+    from ....core.slabs import worker_count
+
+    have_onnx = all(m.get("onnx") for m in model.card["folds"]) and importlib.util.find_spec("onnxruntime") is not None
+    if runtime == "onnx" and not have_onnx:
+        raise InputError("runtime=onnx cannot be used: the imported model has no ONNX export or onnxruntime is not installed")
+    if runtime == "onnx" or (runtime == "auto" and have_onnx and importlib.util.find_spec("torch") is None):
+        from .importer import onnx_sessions
+
+        return [lambda x, s=s: s.run(None, {"image": x})[0] for s in onnx_sessions(model, threads=worker_count())], "onnx"
+    import torch
+
+    torch.set_num_threads(worker_count())
+
+    def torch_forward(net):
+        def forward(x):
+            with torch.inference_mode():
+                return net(torch.from_numpy(x)).numpy()
+        return forward
+
+    return [torch_forward(net) for net in model.load_networks()], "torch"
+
+
+def segment_imported(channels: List[sitk.Image], folder, *, tta: bool = True, runtime: str = "auto", progress=None):
     """Run an imported nnU-Net model folder on co-registered channels; returns a MethodOutput
     (labels, softmax probabilities, normalised entropy, on the input's grid)."""
     from ....core.classes import ClassInfo
     from ....core.errors import InputError
     from ....core.progress import Progress
     from ....core.result import MethodOutput
-    from ....core.slabs import worker_count
     from ....core.terminology import lookup_terminology
     from ....core.classes import distinct_colors
     from ....uncertainty.entropy import normalized_entropy, probabilities_image
     from .importer import load_imported
     from .preprocess import preprocess, restore
 
-    import torch
-
     progress = progress or Progress()
     model = load_imported(folder)
     conf = model.card["nnunet"]
     if len(channels) != len(conf["channel_names"]):
         raise InputError(f"the model expects {len(conf['channel_names'])} input channel(s) ({', '.join(conf['channel_names'].values())}), {len(channels)} given")
-    torch.set_num_threads(worker_count())
-    progress.update(0.0, "nnU-Net preprocessing")
+    forwards, engine = fold_forwards(model, runtime)
+    progress.update(0.0, f"nnU-Net preprocessing (runtime: {engine})")
     data, context = preprocess(channels, conf)
-    logits = predict_logits(model.networks, data, conf["patch_size"], model.card["nnunet"]["mirror_axes"] if tta else None, progress.sub(0.05, 0.9))
+    logits = predict_logits(forwards, data, conf["patch_size"], conf["mirror_axes"] if tta else None, progress.sub(0.05, 0.9))
     labels, prob = restore(logits, context, conf)
     ref = channels[0]
     label_img = sitk.GetImageFromArray(labels)
@@ -118,8 +142,8 @@ def segment_imported(channels: List[sitk.Image], folder, *, tta: bool = True, pr
     progress.update(1.0, "nnU-Net inference done")
     return MethodOutput(
         labels=label_img, classes=classes, probabilities=probabilities_image(np.moveaxis(prob, 0, -1), ref), uncertainty=unc,
-        parameters={"model": str(model.folder), "device": "cpu", "runtime": "torch", "tta": tta},
+        parameters={"model": str(model.folder), "device": "cpu", "runtime": engine, "tta": tta},
         model_hash=model.card["sha256"],
         extra={"network": f"nnU-Net v2 {conf['architecture']['network']}", "model_name": model.card.get("name"), "device": "cpu",
-               "runtime": "torch", "runtime_reason": "imported nnU-Net model", "folds": conf["folds"]},
+               "runtime": "onnxruntime" if engine == "onnx" else "torch", "runtime_reason": f"imported nnU-Net model ({engine})", "folds": conf["folds"]},
     )
