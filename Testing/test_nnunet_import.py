@@ -105,6 +105,11 @@ def test_import_keeps_every_tensor_and_runs_through_segment(tmp_path, hippocampu
     assert onnx.parameters["runtime"] == "onnx"
     np.testing.assert_allclose(sitk.GetArrayFromImage(onnx.probabilities), prob, atol=2e-3)
     assert (sitk.GetArrayFromImage(onnx.labels) != sitk.GetArrayFromImage(out.labels)).mean() < 1e-3
+    # What Slicer is asked to install for it: ONNX Runtime alone, or PyTorch when torch is asked for.
+    from MedSegAILib.runs import requirements as rq
+
+    assert [r.module for r in rq.requirements_for("deep", model=str(tmp_path / "model"))] == ["onnxruntime"]
+    assert "torch" in [r.module for r in rq.requirements_for("deep", model=str(tmp_path / "model"), parameters={"runtime": "torch"})]
     # Through the CLI: a MedSegAI run of the imported model, with every output.
     run = subprocess.run([sys.executable, "-m", "MedSegAILib.cli", "segment", str(hippocampus_case[0]), "--method", "deep", "--model", str(tmp_path / "model"),
                           "--output", str(tmp_path / "out"), "--no-radiomics"], capture_output=True, text=True, cwd=LIBRARY_PARENT)

@@ -124,6 +124,11 @@ def _runs_on_onnx(model: Optional[str], parameters: Dict[str, Any], device: str)
     InputError here, before anything is installed."""
     if not model:
         return False
+    from ..methods.deep.model_store import read_card, resolve_model_dir
+
+    card = read_card(resolve_model_dir(model))
+    if card.get("format") == "nnunet-v2":  # an imported nnU-Net model: ONNX Runtime when every fold has an export
+        return str(parameters.get("runtime", "auto")) != "torch" and all(m.get("onnx") for m in card.get("folds", []))
     from ..methods.deep.onnx_runtime import choose_runtime
 
     present = lambda module: module == "onnxruntime" or importlib.util.find_spec(module) is not None  # noqa: E731

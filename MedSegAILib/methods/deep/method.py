@@ -31,7 +31,8 @@ def run(request: MethodRequest) -> MethodOutput:
     if card.get("format") == "nnunet-v2":  # imported from nnU-Net: nnU-Net's own preprocessing and sliding window
         from .nnunet.predict import segment_imported
 
-        out = segment_imported(request.channels, resolve_model_dir(request.model), tta=bool(request.params.get("tta", True)), progress=request.progress)
+        out = segment_imported(request.channels, resolve_model_dir(request.model), tta=bool(request.params.get("tta", True)),
+                               runtime=str(request.params.get("runtime", "auto")), progress=request.progress)
     else:
         out = segment_with_model(request.channels, request.model, device=request.device, progress=request.progress,
                                  keep_samples=request.keep_probabilities, **request.params)
