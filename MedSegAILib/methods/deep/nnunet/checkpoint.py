@@ -27,8 +27,6 @@ def _numpy_globals() -> list:
 
 def read_checkpoint(path) -> dict:
     """The checkpoint's dict, loaded with ``weights_only=True`` (InputError if it needs more)."""
-    import pickle
-
     import torch
 
     path = Path(path)
@@ -37,11 +35,13 @@ def read_checkpoint(path) -> dict:
     try:
         with torch.serialization.safe_globals(_numpy_globals()):
             ck = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except Exception as exc:  # weights_only refuses any other global with an UnpicklingError
+        if type(exc).__name__ != "UnpicklingError":
+            raise InputError(f"'{path}' is not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
         said = str(exc).split("\n")[0] if str(exc) else type(exc).__name__
         first = next((ln.strip() for ln in str(exc).splitlines() if "Unsupported global" in ln), said)
         raise InputError(f"'{path}' holds pickled objects that are not plain weights ({first[:160]}); it was refused, nothing in it was run") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except (EOFError, OSError, ValueError) as exc:
         raise InputError(f"'{path}' is not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
     if not isinstance(ck, dict) or not isinstance(ck.get("network_weights"), dict):
         raise InputError(f"'{path}' is not an nnU-Net v2 checkpoint (no network_weights)")
