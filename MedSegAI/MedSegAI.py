@@ -625,6 +625,16 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         return message.startswith(OUT_OF_DOMAIN_START)
 
+    def _selectNewModel(self, model: str) -> None:
+        """List the user's models again and choose ``model`` (a folder) for the next Apply."""
+        self._fillModelCombo()
+        with slicer.util.NodeModify(self._parameterNode.parameterNode):
+            self._parameterNode.methodFamily = "deep"
+            self._parameterNode.method = "deep"
+            self._parameterNode.methodParameters = "{}"
+            self._parameterNode.modelFolder = ""
+            self._parameterNode.model = model
+
     def onAddModel(self) -> None:
         """Import an nnU-Net v2 results folder into the user's model folder and select it."""
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Choose an nnU-Net v2 results folder"))
@@ -635,12 +645,7 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
         with slicer.util.tryWithErrorDisplay(_("The model could not be imported."), waitCursor=True):
             model, card = self.logic.importModel(folder)
-            self._fillModelCombo()
-            with slicer.util.NodeModify(self._parameterNode.parameterNode):
-                self._parameterNode.methodFamily = "deep"
-                self._parameterNode.method = "deep"
-                self._parameterNode.modelFolder = ""
-                self._parameterNode.model = model
+            self._selectNewModel(model)
             self.ui.statusLabel.text = _("Imported '{name}' ({folds} fold(s)); it is selected.").format(name=card["name"], folds=len(card["folds"]))
 
     # --- training -----------------------------------------------------------------------------
@@ -673,8 +678,7 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if (p.trainVolume, p.trainSegmentation) in pairs:
             return
         with slicer.util.NodeModify(p.parameterNode):
-            p.trainPairVolumes = [v for v, _s in pairs] + [p.trainVolume]
-            p.trainPairSegmentations = [s for _v, s in pairs] + [p.trainSegmentation]
+            self._setTrainPairs(pairs + [(p.trainVolume, p.trainSegmentation)])
             if not p.trainSegments.strip():
                 p.trainSegments = ", ".join(segment_names_of(p.trainSegmentation))
 
@@ -687,9 +691,14 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         pairs = list(zip(p.trainPairVolumes, p.trainPairSegmentations))
         if row < len(pairs):
             del pairs[row]
-            with slicer.util.NodeModify(p.parameterNode):
-                p.trainPairVolumes = [v for v, _s in pairs]
-                p.trainPairSegmentations = [s for _v, s in pairs]
+            self._setTrainPairs(pairs)
+
+    def _setTrainPairs(self, pairs) -> None:
+        """Store (volume, segmentation) pairs as the parameter node's two node lists."""
+        p = self._parameterNode
+        with slicer.util.NodeModify(p.parameterNode):
+            p.trainPairVolumes = [v for v, _s in pairs]
+            p.trainPairSegmentations = [s for _v, s in pairs]
 
     def onTrainButton(self) -> None:
         if self.logic.isTraining():
@@ -744,13 +753,7 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if outcome.ok:
             card = read_card(outcome.output_folder)
             self._showLearningCurve(os.path.join(str(outcome.output_folder), "learning_curves.png"))
-            self._fillModelCombo()
-            with slicer.util.NodeModify(self._parameterNode.parameterNode):
-                self._parameterNode.methodFamily = "deep"
-                self._parameterNode.method = "deep"
-                self._parameterNode.methodParameters = "{}"
-                self._parameterNode.modelFolder = ""
-                self._parameterNode.model = str(outcome.output_folder)
+            self._selectNewModel(str(outcome.output_folder))
             self.ui.trainStatusLabel.text = _(
                 "Trained '{name}' in {minutes:.1f} min on {n} cases: validation Dice {dice}. It is selected for the next Apply."
             ).format(
@@ -1077,8 +1080,8 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
         ``outcome.output_folder`` is the new model's folder in :meth:`userModelsFolder`.
         """
         from MedSegAILib.methods.deep.model_store import read_card
-        from MedSegAILib.methods.deep.training_set import extend_training_set, read_training_set, write_training_set
-        from MedSegAILib.runs.training_run import TrainingRun, TrainingSettings, segment_names_from_text, training_set_of
+        from MedSegAILib.methods.deep.training_set import extend_training_set, names_from_text, read_training_set, write_training_set
+        from MedSegAILib.runs.training_run import TrainingRun, TrainingSettings, training_set_of
         from MedSegAILib.slicer_bridge.training_nodes import cases_from_node_pairs, segment_names_of
 
         if self.isTraining():
@@ -1096,7 +1099,7 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
             pairs = self.trainingPairs(p)
             if not pairs:
                 raise ValueError(_("Add volume and segmentation pairs first."))
-            segments = segment_names_from_text(p.trainSegments) or segment_names_of(pairs[0][1])
+            segments = names_from_text(p.trainSegments) or segment_names_of(pairs[0][1])
             cases, terms = cases_from_node_pairs(pairs, segments)
             settings = TrainingSettings(p.trainModelName, tuple(segments), p.trainBudgetMin, p.device)
 

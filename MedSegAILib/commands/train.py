@@ -65,6 +65,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     try:
         from ..methods.deep.train import TrainOptions, train
+        from ..methods.deep.training_set import names_from_text
     except ImportError as exc:
         raise MissingDependencyError("torch", "deep", "training") from exc
     try:
@@ -77,7 +78,7 @@ def run(args) -> int:
     opts = TrainOptions(
         network=args.network, norm=args.norm, features=features, full_resolution_level=args.full_resolution_level, dropout=args.dropout, aspp=args.aspp,
         loss=args.loss, epochs=args.epochs, time_budget_min=args.time_budget_min, budget_clock=args.budget_clock, batch_size=args.batch_size,
-        lr=args.lr, val_cases=args.val_cases, val_names=[n.strip() for n in args.val_names.split(",") if n.strip()] if args.val_names else None, fold=args.fold, val_every=args.val_every, seed=args.seed, augment=args.augment,
+        lr=args.lr, val_cases=args.val_cases, val_names=names_from_text(args.val_names) if args.val_names else None, fold=args.fold, val_every=args.val_every, seed=args.seed, augment=args.augment,
         threads=args.threads, max_train_cases=args.max_train_cases, device=args.device, class_names=names,
         name=args.name, sdf_head=args.sdf_head, sdf_weight=args.sdf_weight, mixed_precision=not args.no_mixed_precision,
         init_from=args.init_from, onnx_export=not args.no_onnx, average_from=args.average_from, distributed=args.distributed,

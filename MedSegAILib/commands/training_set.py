@@ -56,9 +56,9 @@ def _case(image_path: str, seg_path: str, segments):
 
 def run(args) -> int:
     from ..core.errors import InputError
-    from ..methods.deep.training_set import extend_training_set, read_training_set, write_training_set
+    from ..methods.deep.training_set import extend_training_set, names_from_text, read_training_set, write_training_set
 
-    segments = [s.strip() for s in (args.segments or "").split(",") if s.strip()]
+    segments = names_from_text(args.segments)
     if args.add_to:
         have = [s["name"] for s in read_training_set(args.add_to)["medsegai"]["segments"]]
         if segments and segments != have:

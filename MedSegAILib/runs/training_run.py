@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from ..core.errors import InputError
+from ..methods.deep.model_store import CARD, WEIGHTS  # file names; the module needs no torch
 from .model_choices import ModelChoice, model_summary
 from .runner import ProcessLauncher, ProcessRun, RunOutcome
 from .settings import DEFAULT_TRAINING_BUDGET_MIN as DEFAULT_BUDGET_MIN
+from .settings import DEVICES, field_named
 
 #: Fraction of the budget after which the weights are averaged (the kept model is that mean,
 #: so no epoch is picked on the handful of validation cases).
@@ -75,22 +77,18 @@ class TrainingSettings:
     budget_clock: str = "wall"
 
 
-def segment_names_from_text(text: str) -> List[str]:
-    """The segment names of the panel's comma-separated field (empty names dropped)."""
-    return [n.strip() for n in str(text or "").split(",") if n.strip()]
-
-
 def check_training_settings(settings: TrainingSettings) -> None:
     """Refuse settings that cannot train (InputError), before anything is written."""
     if not settings.model_name.strip():
         raise InputError("name the model to train")
     if not settings.segments or any(not str(s).strip() for s in settings.segments):
         raise InputError("name the segments to learn (the same names in every case)")
-    if not 0.5 <= float(settings.budget_min) <= 24 * 60:
-        raise InputError(f"the training budget is 0.5 to 1440 minutes, got {settings.budget_min}")
-    if settings.device not in ("auto", "cpu", "cuda"):
-        raise InputError(f"device must be auto, cpu or cuda, got '{settings.device}'")
-    if settings.init_from and not (Path(settings.init_from) / "model.json").is_file():
+    budget = field_named("trainBudgetMin")
+    if not budget.minimum <= float(settings.budget_min) <= budget.maximum:
+        raise InputError(f"the training budget is {budget.minimum:g} to {budget.maximum:g} minutes, got {settings.budget_min}")
+    if settings.device not in DEVICES:
+        raise InputError(f"device must be one of {', '.join(DEVICES)}, got '{settings.device}'")
+    if settings.init_from and not (Path(settings.init_from) / CARD).is_file():
         raise InputError(f"'{settings.init_from}' is not a model folder (no model.json) to retrain from")
 
 
@@ -138,14 +136,13 @@ def user_model_choices(models_root) -> List[ModelChoice]:
     root = Path(models_root)
     if not root.is_dir():
         return []
+    from ..methods.deep.model_store import read_card
+
     out = []
     for folder in sorted(root.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
-        card_path = folder / "model.json"
-        if not card_path.is_file():
-            continue
         try:
-            card = json.loads(card_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            card = read_card(folder)
+        except (InputError, OSError):  # not a model folder (or an unreadable card): not listed
             continue
         if card.get("status") != "trained" and not card.get("members"):
             continue
@@ -161,10 +158,10 @@ def has_training_set(model) -> bool:
 
 def training_set_of(model_folder) -> Path:
     """The training set kept in a model trained in Slicer (InputError for other models)."""
-    folder = Path(model_folder) / TRAINING_SET
-    if not (folder / "dataset.json").is_file():
+    if not has_training_set(model_folder):
         raise InputError(f"the model '{Path(model_folder).name}' has no training set of its own (only models trained here can be retrained with a new case)")
-    return folder
+    return Path(model_folder) / TRAINING_SET
+
 
 
 class TrainingRun(ProcessRun):
@@ -205,9 +202,9 @@ class TrainingRun(ProcessRun):
         return training_arguments(self.settings, self.staging / TRAINING_SET, self.staging)
 
     def _complete(self, exit_code: int) -> RunOutcome:
-        card_path = self.staging / "model.json"
+        card_path = self.staging / CARD
         card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
-        if card.get("status") != "trained" or not (self.staging / "model.safetensors").is_file():
+        if card.get("status") != "trained" or not (self.staging / WEIGHTS).is_file():
             return self._succeeded_or_failed("no trained model was written", exit_code, None)
         for left in ("checkpoint.safetensors", "checkpoint.json"):  # resume state: not part of the model
             (self.staging / left).unlink(missing_ok=True)

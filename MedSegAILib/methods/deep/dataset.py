@@ -51,6 +51,7 @@ class TrainingDataset:
     cases: List[TrainingCase]
     class_names: Dict[int, str] = field(default_factory=dict)
     channel_names: List[str] = field(default_factory=list)
+    meta: Dict = field(default_factory=dict)  # dataset.json as read ({} when there is none)
 
 
 def read_dataset(root) -> TrainingDataset:
@@ -87,7 +88,7 @@ def read_dataset(root) -> TrainingDataset:
     names = {c.label: c.name for c in ClassTable.from_dataset_json(meta).classes}
     chan_meta = meta.get("channel_names") or meta.get("modality") or {}
     channel_names = [str(chan_meta.get(str(i), f"channel {i}")) for i in range(n_ch.pop())]
-    return TrainingDataset(root, cases, names, channel_names)
+    return TrainingDataset(root, cases, names, channel_names, meta)
 
 
 def read_json_object(path) -> dict:

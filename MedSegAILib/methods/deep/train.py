@@ -23,7 +23,7 @@ import SimpleITK as sitk
 
 from ...core.errors import InputError
 from ...core.progress import CancelToken, Progress, ProgressCallback
-from .dataset import DEFAULT_VAL_CASES, fingerprint, load_case_arrays, read_dataset, read_dataset_json, split_cases, split_cases_by_name
+from .dataset import DEFAULT_VAL_CASES, fingerprint, load_case_arrays, read_dataset, split_cases, split_cases_by_name
 from .distributed import Ranks, barrier, broadcast_float
 from .distributed import start as start_distributed
 from .distributed import stop as stop_distributed
@@ -355,7 +355,7 @@ def train(
     log(f"device: {device}" + (f", process {ranks.rank} of {ranks.world}" if ranks.active else ""))
 
     ds = read_dataset(dataset_dir)
-    meta = read_dataset_json(ds.root)
+    meta = ds.meta
     listed = (meta.get("medsegai") or {}).get("validation")
     train_cases, val_cases, split_text = _choose_split(ds.cases, opt, listed)
     if opt.max_train_cases:

@@ -64,6 +64,11 @@ class LabelledCase:
     source: Dict[str, object] = field(default_factory=dict)
 
 
+def names_from_text(text: Optional[str]) -> List[str]:
+    """Names from comma-separated text ("a, b,,c" -> ["a", "b", "c"]; empty names dropped)."""
+    return [n.strip() for n in str(text or "").split(",") if n.strip()]
+
+
 def case_names(names: Sequence[str]) -> List[str]:
     """File-safe, unique case names in the given order ("Case 1" -> "Case_1", repeats get _2, _3)."""
     out, seen = [], set()
@@ -180,7 +185,8 @@ def write_training_set(
     if folder.exists() and any(folder.iterdir()):
         raise InputError(f"'{folder}' already holds files; choose a new folder for the training set")
     written = case_names([c.name for c in cases])
-    refuse_repeated_images([(n, image_digest(c.image)) for n, c in zip(written, cases)])
+    digests = {n: image_digest(c.image) for n, c in zip(written, cases)}
+    refuse_repeated_images(list(digests.items()))
     if validation is None:
         validation = written[-validation_count(len(cases)) :]
     unknown = sorted(set(validation) - set(written))
@@ -190,7 +196,7 @@ def write_training_set(
     (folder / "labelsTr").mkdir(exist_ok=True)
     records = []
     for case, stem in zip(cases, written):
-        records.append(_write_case(folder, case, stem))
+        records.append(_write_case(folder, case, stem, digests[stem]))
     seg_names = [str(n).strip() for n in segment_names]
     meta = {
         "name": name or folder.name,
@@ -208,13 +214,14 @@ def write_training_set(
     return folder
 
 
-def _write_case(folder: Path, case: LabelledCase, stem: str) -> dict:
-    """Write one checked case as ``stem``; returns its dataset.json record."""
+def _write_case(folder: Path, case: LabelledCase, stem: str, digest: str) -> dict:
+    """Write one checked case as ``stem``; returns its dataset.json record (with the image's
+    :func:`image_digest`, so that adding cases later need not read the images again)."""
     label = sitk.Cast(case.label, sitk.sitkUInt8)
     label.CopyInformation(case.image)  # equal within tolerance (checked): one geometry on disk
     sitk.WriteImage(case.image, str(folder / "imagesTr" / f"{stem}_0000.nii.gz"), useCompression=True)
     sitk.WriteImage(label, str(folder / "labelsTr" / f"{stem}.nii.gz"), useCompression=True)
-    return {"case": stem, **case.source}
+    return {"case": stem, **case.source, "image_digest": digest}
 
 
 def read_training_set(folder) -> dict:
@@ -239,13 +246,15 @@ def extend_training_set(source_folder, new_cases: Sequence[LabelledCase], folder
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
         raise InputError(f"'{folder}' already holds files; choose a new folder for the training set")
-    old = [r["case"] for r in meta["medsegai"]["cases"]]
+    records = meta["medsegai"]["cases"]
+    old = [r["case"] for r in records]
     written = case_names(old + [c.name for c in new_cases])[len(old) :]
-    have = [(n, image_digest(sitk.ReadImage(str(Path(source_folder) / "imagesTr" / f"{n}_0000.nii.gz")))) for n in old]
-    refuse_repeated_images(have + [(n, image_digest(c.image)) for n, c in zip(written, new_cases)], meta["medsegai"].get("validation", ()))
+    have = [(r["case"], r.get("image_digest") or image_digest(sitk.ReadImage(str(Path(source_folder) / "imagesTr" / f"{r['case']}_0000.nii.gz")))) for r in records]
+    new = [(n, image_digest(c.image)) for n, c in zip(written, new_cases)]
+    refuse_repeated_images(have + new, meta["medsegai"].get("validation", ()))
     shutil.copytree(source_folder, folder, dirs_exist_ok=True)
-    for case, stem in zip(new_cases, written):
-        meta["medsegai"]["cases"].append(_write_case(folder, case, stem))
+    for case, (stem, digest) in zip(new_cases, new):
+        records.append(_write_case(folder, case, stem, digest))
     meta["numTraining"] = len(meta["medsegai"]["cases"])
     (folder / "dataset.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return folder

@@ -121,12 +121,19 @@ def segment_imported(channels: List[sitk.Image], folder, *, tta: bool = True, ru
     from .importer import load_imported
     from .preprocess import preprocess, restore
 
+    from ..model_cache import PROCESS_MODELS
+
     progress = progress or Progress()
-    model = load_imported(folder)
+
+    def load():
+        model = load_imported(folder)  # every file's SHA-256 checked
+        return (model, *fold_forwards(model, runtime))
+
+    # Read, verified and opened once per process while its files are unchanged (a cohort's next cases).
+    model, forwards, engine = PROCESS_MODELS.get(f"nnunet:{runtime}", folder, "cpu", load)
     conf = model.card["nnunet"]
     if len(channels) != len(conf["channel_names"]):
         raise InputError(f"the model expects {len(conf['channel_names'])} input channel(s) ({', '.join(conf['channel_names'].values())}), {len(channels)} given")
-    forwards, engine = fold_forwards(model, runtime)
     progress.update(0.0, f"nnU-Net preprocessing (runtime: {engine})")
     data, context = preprocess(channels, conf)
     logits = predict_logits(forwards, data, conf["patch_size"], conf["mirror_axes"] if tta else None, progress.sub(0.05, 0.9))
