@@ -45,13 +45,18 @@ class ConvBlock(nn.Module):
         return self.all_modules(x)
 
 
+def _chain(block, ops, n: int, cin: int, cout: int, kernel, stride, bias: bool) -> nn.Sequential:
+    """``n`` blocks from ``cin`` to ``cout`` channels; only the first changes width and stride."""
+    ones = [1] * len(kernel)
+    return nn.Sequential(*[block(ops, cin if i == 0 else cout, cout, kernel, stride if i == 0 else ones, bias) for i in range(n)])
+
+
 class StackedConvs(nn.Module):
     """``n`` ConvBlocks; the first one carries the stride."""
 
     def __init__(self, ops, n: int, cin: int, cout: int, kernel, stride, bias: bool):
         super().__init__()
-        ones = [1] * len(kernel)
-        self.convs = nn.Sequential(*[ConvBlock(ops, cin if i == 0 else cout, cout, kernel, stride if i == 0 else ones, bias) for i in range(n)])
+        self.convs = _chain(ConvBlock, ops, n, cin, cout, kernel, stride, bias)
 
     def forward(self, x):
         return self.convs(x)
@@ -82,8 +87,7 @@ class ResidualBlock(nn.Module):
 class ResidualStage(nn.Module):
     def __init__(self, ops, n: int, cin: int, cout: int, kernel, stride, bias: bool):
         super().__init__()
-        ones = [1] * len(kernel)
-        self.blocks = nn.Sequential(*[ResidualBlock(ops, cin if i == 0 else cout, cout, kernel, stride if i == 0 else ones, bias) for i in range(n)])
+        self.blocks = _chain(ResidualBlock, ops, n, cin, cout, kernel, stride, bias)
 
     def forward(self, x):
         return self.blocks(x)
