@@ -636,17 +636,19 @@ class MedSegAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.model = model
 
     def onAddModel(self) -> None:
-        """Import an nnU-Net v2 results folder into the user's model folder and select it."""
-        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Choose an nnU-Net v2 results folder"))
+        """Import an nnU-Net v2 results folder or a MONAI bundle into the user's model folder and select it."""
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Choose an nnU-Net v2 results folder or a MONAI bundle folder"))
         if not folder:
             return
         with slicer.util.tryWithErrorDisplay(_("The import needs PyTorch, which could not be installed.")):
             if not self.logic.ensureImportDependencies():
                 return
+        from MedSegAILib.methods.deep.model_import import describe
+
         with slicer.util.tryWithErrorDisplay(_("The model could not be imported."), waitCursor=True):
             model, card = self.logic.importModel(folder)
             self._selectNewModel(model)
-            self.ui.statusLabel.text = _("Imported '{name}' ({folds} fold(s)); it is selected.").format(name=card["name"], folds=len(card["folds"]))
+            self.ui.statusLabel.text = _("Imported {description}; it is selected.").format(description=describe(card))
 
     # --- training -----------------------------------------------------------------------------
 
@@ -953,7 +955,7 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
             slicer.util.pip_install(list(requirements))
 
     def ensureImportDependencies(self) -> bool:
-        """Install what importing a model needs (PyTorch, safetensors), after asking."""
+        """Install what importing a model needs (PyTorch, MONAI, safetensors, the ONNX exporter), after asking."""
         from MedSegAILib.runs.requirements import IMPORT_REQUIREMENTS, missing_for_training
 
         def missing():
@@ -1046,14 +1048,16 @@ class MedSegAILogic(ScriptedLoadableModuleLogic):
         return os.path.join(slicer.app.defaultScenePath, "MedSegAI models")
 
     def importModel(self, folder):
-        """Import the nnU-Net v2 results folder ``folder`` into :meth:`userModelsFolder` under a
-        new name; returns (model folder, card). Nothing is written when the import is refused."""
-        from MedSegAILib.methods.deep.nnunet.importer import import_nnunet
+        """Import ``folder`` (an nnU-Net v2 results folder or a MONAI bundle, told by its files)
+        into :meth:`userModelsFolder` under a new name; returns (model folder, card). Nothing is
+        written when the import is refused."""
+        from MedSegAILib.methods.deep.model_import import detect_kind, import_model
         from MedSegAILib.runs.training_run import new_model_folder
 
+        kind = detect_kind(folder)  # before anything is created
         os.makedirs(self.userModelsFolder(), exist_ok=True)
         target = new_model_folder(self.userModelsFolder(), os.path.basename(os.path.normpath(folder)))
-        card = import_nnunet(folder, target, log=logging.info)
+        card = import_model(folder, target, kind=kind, log=logging.info)
         return str(target), card
 
     def isTraining(self) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 NAME = "import-model"
-HELP = "import a trained nnU-Net v2 model (results folder) into a MedSegAI model folder"
+HELP = "import a trained nnU-Net v2 model (results folder) or a MONAI bundle into a MedSegAI model folder"
 DESCRIPTION = """\
 Import the folds of a trained nnU-Net v2 model (the results folder
 <trainer>__<plans>__<configuration> with dataset.json, plans.json and fold_K/checkpoint_final.pth,
@@ -13,18 +13,27 @@ is rebuilt from plans.json (plain-convolution and residual-encoder U-Nets), ever
 checked against it, and preprocessing, sliding window, mirroring and fold averaging follow the
 plans exactly, so labels equal nnUNetv2_predict's. nnunetv2 itself is not needed.
 
+A MONAI bundle (configs/inference.json, configs/metadata.json, models/model.pt) is imported
+the same way: the config is read as data through monai.bundle (a $-expression or a transform
+MedSegAI cannot reproduce where it matters is refused with its name; nothing in the bundle is
+run), the network is one of MONAI's, built from the config's literal arguments, and model.pt is
+read with weights_only=True. A TorchScript-only bundle (models/model.ts) is refused.
+
 Then: medsegai segment scan.nii.gz --method deep --model MODEL_DIR --output out/
 (uncertainty, one segment per object, measurements and provenance as for every run).
 
 Example:
   medsegai import-model nnunet nnUNet_results/Dataset004_Hippocampus/nnUNetTrainer__nnUNetPlans__3d_fullres \\
       --output hippocampus_nnunet --folds 0,1,2,3,4
+  medsegai import-model monai-bundle spleen_ct_segmentation --output spleen_monai
+  medsegai import-model auto SOME_FOLDER --output MODEL_DIR
 """
 
 
 def add_arguments(p) -> None:
-    p.add_argument("kind", choices=("nnunet",), help="the source format (nnunet: an nnU-Net v2 results folder)")
-    p.add_argument("source", help="the results folder")
+    p.add_argument("kind", choices=("nnunet", "monai-bundle", "auto"),
+                   help="the source format: nnunet (an nnU-Net v2 results folder), monai-bundle, or auto (told by the folder's files)")
+    p.add_argument("source", help="the results folder or bundle folder")
     p.add_argument("--output", "-o", required=True, metavar="MODEL_DIR", help="model folder to write (new or empty)")
     p.add_argument("--folds", help="comma-separated folds to import (default: every fold_K with a checkpoint)")
     p.add_argument("--configuration", help="the plans configuration (default: the checkpoint's, e.g. 3d_fullres)")
@@ -36,14 +45,15 @@ def run(args) -> int:
     from ..core.errors import InputError, MissingDependencyError
 
     try:
-        from ..methods.deep.nnunet.importer import import_nnunet
+        from ..methods.deep.model_import import describe, import_model
+        import torch  # noqa: F401  (both importers read torch checkpoints)
     except ImportError as exc:
         raise MissingDependencyError(exc.name or "torch", "deep", "importing a model") from exc
     try:
         folds = [int(f) for f in args.folds.split(",")] if args.folds else None
     except ValueError:
         raise InputError(f"--folds expects comma-separated fold numbers, got '{args.folds}'") from None
-    card = import_nnunet(args.source, args.output, folds=folds, configuration=args.configuration, checkpoint=args.checkpoint, name=args.name,
-                         log=lambda m: print(m, flush=True))
-    print(f"{args.output}: {card['name']}, {len(card['folds'])} fold(s), classes {', '.join(v for k, v in card['nnunet']['labels'].items() if k != '0')}")
+    card = import_model(args.source, args.output, kind=args.kind, folds=folds, configuration=args.configuration, checkpoint=args.checkpoint,
+                        name=args.name, log=lambda m: print(m, flush=True))
+    print(f"{args.output}: {describe(card)}")
     return 0

@@ -31,7 +31,9 @@ def model_summary(card: dict) -> str:
             text += " at " + " x ".join(f"{float(s):g}" for s in spacing) + " mm"
         parts.append(text)
     if card.get("format") == "nnunet-v2":
-        parts.append(f"imported nnU-Net v2 model ({card.get('nnunet', {}).get('configuration')}, {len(card.get('folds') or [])} fold(s); runs with PyTorch)")
+        parts.append(f"imported nnU-Net v2 model ({card.get('nnunet', {}).get('configuration')}, {len(card.get('folds') or [])} fold(s))")
+    elif card.get("format") == "monai-bundle":
+        parts.append(f"imported MONAI bundle ({card.get('bundle', {}).get('network', {}).get('_target_')})")
     members = card.get("members") if isinstance(card.get("members"), list) else None
     if members:
         parts.append(f"ensemble of {len(members)} models")

@@ -127,8 +127,10 @@ def _runs_on_onnx(model: Optional[str], parameters: Dict[str, Any], device: str)
     from ..methods.deep.model_store import read_card, resolve_model_dir
 
     card = read_card(resolve_model_dir(model))
-    if card.get("format") == "nnunet-v2":  # an imported nnU-Net model: ONNX Runtime when every fold has an export
-        return str(parameters.get("runtime", "auto")) != "torch" and all(m.get("onnx") for m in card.get("folds", []))
+    from ..methods.deep.imported_files import has_onnx_exports, is_imported
+
+    if is_imported(card):  # an imported nnU-Net or MONAI model: ONNX Runtime when every network has an export
+        return str(parameters.get("runtime", "auto")) != "torch" and has_onnx_exports(card)
     from ..methods.deep.onnx_runtime import choose_runtime
 
     present = lambda module: module == "onnxruntime" or importlib.util.find_spec(module) is not None  # noqa: E731
@@ -213,8 +215,10 @@ def install_plan(missing: Sequence[Requirement]) -> Dict[str, List[str]]:
 TRAINING_REQUIREMENTS: Tuple[Requirement, ...] = (TORCH, MONAI, SAFETENSORS, ONNXSCRIPT, ONNXRUNTIME, MATPLOTLIB)
 
 
-#: What importing (and running) an nnU-Net model needs: torch, and safetensors for the weights.
-IMPORT_REQUIREMENTS: Tuple[Requirement, ...] = (TORCH, SAFETENSORS)
+#: What importing a model (nnU-Net v2 or MONAI bundle) needs: torch to read the checkpoint,
+#: MONAI to read a bundle's config and build its network, safetensors for the weights, and the
+#: ONNX exporter and ONNX Runtime for the checked export that lets the model run without torch.
+IMPORT_REQUIREMENTS: Tuple[Requirement, ...] = (TORCH, MONAI, SAFETENSORS, ONNXSCRIPT, ONNXRUNTIME)
 
 
 def missing_for_training(*, is_installed=None, requirements: Sequence[Requirement] = TRAINING_REQUIREMENTS) -> List[Requirement]:

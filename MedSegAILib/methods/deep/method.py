@@ -33,6 +33,11 @@ def run(request: MethodRequest) -> MethodOutput:
 
         out = segment_imported(request.channels, resolve_model_dir(request.model), tta=bool(request.params.get("tta", True)),
                                runtime=str(request.params.get("runtime", "auto")), progress=request.progress)
+    elif card.get("format") == "monai-bundle":  # imported MONAI bundle: its transforms and inferer, reproduced
+        from .monai_bundle.predict import segment_bundle
+
+        out = segment_bundle(request.channels, resolve_model_dir(request.model), runtime=str(request.params.get("runtime", "auto")),
+                             progress=request.progress)
     else:
         out = segment_with_model(request.channels, request.model, device=request.device, progress=request.progress,
                                  keep_samples=request.keep_probabilities, **request.params)

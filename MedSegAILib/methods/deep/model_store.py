@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 from ...core.errors import InputError
 from ...resources import models_dir
+from .imported_files import IMPORTED_FORMATS
 from .plan import Plan
 
 WEIGHTS = "model.safetensors"
@@ -121,8 +122,8 @@ def read_card(folder: Path) -> dict:
         raise InputError(f"the model card '{folder / CARD}' is not valid JSON ({exc})") from None
     if not isinstance(card, dict):
         raise InputError(f"the model card '{folder / CARD}' is not a JSON object")
-    # Ensembles keep member<k>.safetensors and imported nnU-Net models fold<k>.safetensors instead.
-    if not is_ensemble(card) and card.get("format") != "nnunet-v2" and not (folder / WEIGHTS).exists():
+    # Ensembles keep member<k>.safetensors, imported models the files their card lists (imported_files).
+    if not is_ensemble(card) and card.get("format") not in IMPORTED_FORMATS and not (folder / WEIGHTS).exists():
         raise InputError(f"'{folder}' is not a MedSegAI model folder (it needs {WEIGHTS} and {CARD})")
     return card
 

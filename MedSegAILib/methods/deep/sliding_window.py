@@ -63,16 +63,20 @@ def sliding_window_logits(
     *,
     overlap: float = 0.25,
     batch: int = 4,
+    weight: np.ndarray = None,
 ) -> np.ndarray:
     """Blended logits (K, Z, Y, X) float32 of ``forward`` over ``arr`` (C, Z, Y, X).
 
     ``forward`` maps a batch of patches (B, C, *patch_zyx) float32 to logits (B, K, *patch_zyx).
+    ``weight``: each window's blending weights (*patch_zyx); default :func:`gaussian_importance`
+    (MONAI's "gaussian" mode; ones give its "constant" mode). The axes only need to agree with
+    ``patch_zyx`` and the network: a MONAI bundle's (C, x, y, z) arrays work the same way.
     """
     patch = [int(p) for p in patch_zyx]
     shape = arr.shape[1:]
     pad = [(max(0, p - s) // 2, max(0, p - s) - max(0, p - s) // 2) for s, p in zip(shape, patch)]
     x = np.pad(arr, [(0, 0)] + pad) if any(sum(p) for p in pad) else arr
-    weight = gaussian_importance(patch)
+    weight = gaussian_importance(patch) if weight is None else np.asarray(weight, dtype=np.float32)
     out = None
     norm = np.zeros(x.shape[1:], dtype=np.float32)
     for group in _batches(windows(x.shape[1:], patch, overlap), batch):

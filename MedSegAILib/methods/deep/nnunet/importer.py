@@ -17,12 +17,13 @@ from typing import List, Optional, Sequence
 
 from ....core.checksums import sha256_of_file
 from ....core.errors import InputError
+from ..imported_files import NNUNET, canonical_tensors, check_network_files, export_onnx_checked, refuse_occupied
 from ..model_store import ensemble_digest
 from .checkpoint import fold_checkpoint, load_strictly, network_weights, read_checkpoint
 from .network import NnUNet
 from .plans import read_configuration
 
-FORMAT = "nnunet-v2"
+FORMAT = NNUNET
 
 
 def _folds(folder: Path) -> List[int]:
@@ -41,11 +42,6 @@ def _configuration_of(folder: Path, given: Optional[str], first_checkpoint: dict
     raise InputError(f"cannot tell the configuration of '{folder}'; pass --configuration")
 
 
-def _canonical(net) -> dict:
-    """Each parameter and buffer once, under its first name (the aliases share the tensor)."""
-    return {k: v.detach().contiguous() for k, v in list(net.named_parameters()) + list(net.named_buffers())}
-
-
 def import_nnunet(results_folder, output, *, folds: Optional[Sequence[int]] = None, configuration: Optional[str] = None,
                   checkpoint: str = "", name: str = "", log=print) -> dict:
     """Import ``results_folder`` (``<trainer>__<plans>__<configuration>`` with ``fold_K/``) into
@@ -56,8 +52,7 @@ def import_nnunet(results_folder, output, *, folds: Optional[Sequence[int]] = No
     src, out = Path(results_folder), Path(output)
     if not src.is_dir():
         raise InputError(f"the nnU-Net results folder '{src}' does not exist")
-    if out.exists() and any(out.iterdir()):
-        raise InputError(f"'{out}' already exists and is not empty; choose a new folder for the model")
+    refuse_occupied(out)
     folds = list(folds) if folds else _folds(src)
     if not folds:
         raise InputError(f"'{src}' has no fold_K folders with checkpoints")
@@ -77,10 +72,10 @@ def import_nnunet(results_folder, output, *, folds: Optional[Sequence[int]] = No
             net = NnUNet(conf["architecture"], n_in, n_out)
             load_strictly(net, network_weights(ck), f"fold {fold} ({path.name})")
             weights = f"fold{fold}.safetensors"
-            safetensors.torch.save_file(_canonical(net), str(out / weights), metadata={"format": "pt"})
+            safetensors.torch.save_file(canonical_tensors(net), str(out / weights), metadata={"format": "pt"})
             digest = sha256_of_file(out / weights)
             member = {"fold": fold, "weights": weights, "sha256": digest}
-            onnx = export_fold_onnx(net, conf, out / f"fold{fold}.onnx")
+            onnx = export_onnx_checked(net, (n_in, *conf["patch_size"]), out / f"fold{fold}.onnx")
             if onnx:
                 member["onnx"] = onnx
             members.append(member)
@@ -135,67 +130,11 @@ class ImportedModel:
         return nets
 
 
-def is_imported(card: dict) -> bool:
-    return card.get("format") == FORMAT
-
-
-def _checked(folder: Path, name: str, digest: str) -> Path:
-    path = folder / name
-    if not path.is_file() or path.resolve().parent != folder.resolve():
-        raise InputError(f"'{folder}': the file '{name}' the card names is missing or outside the model folder")
-    if sha256_of_file(path) != digest:
-        raise InputError(f"'{path}' does not match the SHA-256 in model.json: the file was changed or damaged; import the model again")
-    return path
-
-
 def load_imported(folder) -> ImportedModel:
     """An imported model with every weights and ONNX file it names checked (SHA-256)."""
     folder = Path(folder)
     card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
-    if not is_imported(card):
+    if card.get("format") != FORMAT:
         raise InputError(f"'{folder}' is not an imported nnU-Net model")
-    for m in card["folds"]:
-        _checked(folder, m["weights"], m["sha256"])
-        if m.get("onnx"):
-            _checked(folder, m["onnx"]["file"], m["onnx"]["sha256"])
+    check_network_files(folder, card)
     return ImportedModel(folder, card)
-
-
-def onnx_sessions(model: ImportedModel, threads: int = 0) -> list:
-    """One ONNX Runtime session per fold (files checked when the model was loaded)."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    return [onnxruntime.InferenceSession(str(model.folder / m["onnx"]["file"]), options, providers=["CPUExecutionProvider"]) for m in model.card["folds"]]
-
-
-def export_fold_onnx(net, conf: dict, path: Path, *, tolerance: float = 1e-3, seed: int = 0) -> Optional[dict]:
-    """Export one fold's network at the plan's patch size and check ONNX Runtime against torch
-    on random patches; None (with nothing written) when the exporter is not installed."""
-    import importlib.util
-
-    import numpy as np
-
-    if any(importlib.util.find_spec(m) is None for m in ("onnxscript", "onnxruntime")):
-        return None
-    import onnxruntime
-    import torch
-
-    from ..onnx_export import OPSET, _quiet_exporter
-
-    shape = (len(conf["channel_names"]), *conf["patch_size"])
-    with _quiet_exporter():
-        program = torch.onnx.export(net.eval(), (torch.zeros((1, *shape)),), dynamo=True, input_names=["image"], output_names=["logits"], opset_version=OPSET, verbose=False)
-        program.save(str(path))
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(seed).standard_normal((1, *shape)).astype(np.float32)
-    with torch.inference_mode():
-        ref = net(torch.from_numpy(x)).numpy()
-    worst = float(np.abs(session.run(None, {"image": x})[0] - ref).max() / max(1.0, float(np.abs(ref).max())))
-    if worst > tolerance:
-        path.unlink()
-        raise InputError(f"ONNX Runtime differs from torch by {worst:.2e} (relative) on a random patch; the export was refused")
-    return {"file": path.name, "sha256": sha256_of_file(path), "opset": OPSET, "max_relative_logit_difference": worst,
-            "checked_with": f"onnxruntime {onnxruntime.__version__}", "exporter": f"torch.onnx (dynamo) {torch.__version__}"}

@@ -81,43 +81,18 @@ def predict_logits(forwards, data: np.ndarray, patch: Sequence[int], mirror_axes
 
 
 def fold_forwards(model, runtime: str = "auto"):
-    """(one forward function per fold, the engine): ONNX Runtime when every fold has an export
-    and ``runtime`` is "onnx", or "auto" without torch installed; else torch."""
-    import importlib.util
+    """(one forward function per fold, the engine); see :func:`..imported_files.network_forwards`."""
+    from ..imported_files import network_forwards
 
-    from ....core.errors import InputError
-    from ....core.slabs import worker_count
-
-    have_onnx = all(m.get("onnx") for m in model.card["folds"]) and importlib.util.find_spec("onnxruntime") is not None
-    if runtime == "onnx" and not have_onnx:
-        raise InputError("runtime=onnx cannot be used: the imported model has no ONNX export or onnxruntime is not installed")
-    if runtime == "onnx" or (runtime == "auto" and have_onnx and importlib.util.find_spec("torch") is None):
-        from .importer import onnx_sessions
-
-        return [lambda x, s=s: s.run(None, {"image": x})[0] for s in onnx_sessions(model, threads=worker_count())], "onnx"
-    import torch
-
-    torch.set_num_threads(worker_count())
-
-    def torch_forward(net):
-        def forward(x):
-            with torch.inference_mode():
-                return net(torch.from_numpy(x)).numpy()
-        return forward
-
-    return [torch_forward(net) for net in model.load_networks()], "torch"
+    return network_forwards(model.folder, model.card, model.load_networks, runtime)
 
 
 def segment_imported(channels: List[sitk.Image], folder, *, tta: bool = True, runtime: str = "auto", progress=None):
     """Run an imported nnU-Net model folder on co-registered channels; returns a MethodOutput
     (labels, softmax probabilities, normalised entropy, on the input's grid)."""
-    from ....core.classes import ClassInfo
     from ....core.errors import InputError
     from ....core.progress import Progress
-    from ....core.result import MethodOutput
-    from ....core.terminology import lookup_terminology
-    from ....core.classes import distinct_colors
-    from ....uncertainty.entropy import normalized_entropy, probabilities_image
+    from ..imported_output import imported_output
     from .importer import load_imported
     from .preprocess import preprocess, restore
 
@@ -138,19 +113,10 @@ def segment_imported(channels: List[sitk.Image], folder, *, tta: bool = True, ru
     data, context = preprocess(channels, conf)
     logits = predict_logits(forwards, data, conf["patch_size"], conf["mirror_axes"] if tta else None, progress.sub(0.05, 0.9))
     labels, prob = restore(logits, context, conf)
-    ref = channels[0]
-    label_img = sitk.GetImageFromArray(labels)
-    label_img.CopyInformation(ref)
-    unc = sitk.GetImageFromArray(normalized_entropy(prob, axis=0))
-    unc.CopyInformation(ref)
-    names = conf["labels"]
-    colors = distinct_colors(len(names) - 1)
-    classes = [ClassInfo(int(k), n, colors[i], lookup_terminology(n)) for i, (k, n) in enumerate((k, n) for k, n in names.items() if k != "0")]
     progress.update(1.0, "nnU-Net inference done")
-    return MethodOutput(
-        labels=label_img, classes=classes, probabilities=probabilities_image(np.moveaxis(prob, 0, -1), ref), uncertainty=unc,
+    return imported_output(
+        labels, prob, channels[0], conf["labels"], card=model.card,
         parameters={"model": str(model.folder), "device": "cpu", "runtime": engine, "tta": tta},
-        model_hash=model.card["sha256"],
-        extra={"network": f"nnU-Net v2 {conf['architecture']['network']}", "model_name": model.card.get("name"), "device": "cpu",
-               "runtime": "onnxruntime" if engine == "onnx" else "torch", "runtime_reason": f"imported nnU-Net model ({engine})", "folds": conf["folds"]},
+        extra={"network": f"nnU-Net v2 {conf['architecture']['network']}", "runtime": "onnxruntime" if engine == "onnx" else "torch",
+               "runtime_reason": f"imported nnU-Net model ({engine})", "folds": conf["folds"]},
     )

@@ -1,0 +1,307 @@
+"""A MONAI bundle's inference configuration, read and reduced to what MedSegAI runs.
+
+:func:`read_bundle` returns a plain, JSON-ready description::
+
+    {"network": {"_target_": "UNet", ...},        # literal arguments only, @references resolved
+     "network_class": "monai.networks.nets.unet.UNet",
+     "image_key": "image", "in_channels": 1, "labels": {"0": "background", "1": "spleen"},
+     "preprocessing": [{"op": "orientation", "axcodes": "RAS"},
+                       {"op": "spacing", "pixdim": [1.5, 1.5, 2.0], "mode": "bilinear"},
+                       {"op": "scale_range", "a_min": -57, "a_max": 164, "b_min": 0, "b_max": 1, "clip": True}, ...],
+     "inferer": {"kind": "sliding_window", "roi_size": [96, 96, 96], "overlap": 0.5,
+                 "mode": "constant", "sigma_scale": 0.125, "sw_batch_size": 4},
+     "postprocessing": {"activation": "softmax", "invert": True, "nearest_interp": False}}
+
+Spatial sizes and spacings are in MONAI's array order (x, y, z of the oriented image).
+Supported transforms are listed in :data:`PRE_OPS`, :data:`PASS_THROUGH` and :data:`POST_OPS`;
+anything else stops the import with its name, since running an unknown transform's code is
+what this import avoids.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from ....core.errors import InputError
+
+PASS_THROUGH = {"LoadImage", "EnsureChannelFirst", "AddChannel", "EnsureType", "ToTensor", "CastToType", "ToDevice", "Identity",
+                "SaveImage", "ToNumpy", "DeleteItems", "SelectItems"}
+PRE_OPS = {"Orientation": "orientation", "Spacing": "spacing", "ScaleIntensityRange": "scale_range",
+           "NormalizeIntensity": "normalize", "ScaleIntensity": "scale"}
+POST_OPS = {"Activations", "AsDiscrete", "Invert"}
+NETWORK_MODULE = "monai.networks.nets"
+INFERENCE_FILES = ("inference.json", "inference.yaml", "inference.yml")
+
+
+def _base_name(target: Any) -> str:
+    """``"monai.transforms.Spacingd"`` or ``"Spacingd"`` -> ``"Spacing"`` (dictionary and array forms alike)."""
+    if not isinstance(target, str):
+        raise InputError(f"a transform's _target_ is {target!r}, not a name; the bundle was not imported")
+    name = target.rsplit(".", 1)[-1]
+    return name[:-1] if name.endswith("d") and name[:-1] in PASS_THROUGH | set(PRE_OPS) | POST_OPS else name
+
+
+class _Resolver:
+    """``@id`` / ``@a#b`` references resolved against the config; expressions and macros refused."""
+
+    def __init__(self, config: dict, where: Path):
+        self.config, self.where = config, where
+
+    def lookup(self, ref: str, what: str):
+        node: Any = self.config
+        for part in ref.split("#"):
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                raise InputError(f"'{self.where}': {what} refers to '@{ref}', which the config does not define")
+        return node
+
+    def literal(self, value, what: str, depth: int = 0):
+        """``value`` with references replaced by the literals they name; InputError for code."""
+        if depth > 20:
+            raise InputError(f"'{self.where}': {what}: the references go round in a circle")
+        if isinstance(value, str):
+            if value.startswith("$"):
+                raise InputError(f"'{self.where}': {what} is a Python expression ({value[:60]}); MedSegAI does not run a bundle's code, "
+                                 f"so only literal values can be imported there")
+            if value.startswith("%"):
+                raise InputError(f"'{self.where}': {what} is a macro into another file ({value[:60]}); only one config file is read")
+            if value.startswith("@"):
+                return self.literal(self.lookup(value[1:], what), what, depth + 1)
+            return value
+        if isinstance(value, dict):
+            if "_target_" in value:
+                raise InputError(f"'{self.where}': {what} builds an object ({value['_target_']}); only literal values can be imported there")
+            return {k: self.literal(v, f"{what}.{k}", depth) for k, v in value.items() if k not in ("_disabled_", "_desc_", "_requires_")}
+        if isinstance(value, (list, tuple)):
+            return [self.literal(v, what, depth) for v in value]
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        raise InputError(f"'{self.where}': {what} has a value of type {type(value).__name__}")
+
+    def component(self, value, what: str) -> dict:
+        """A ``{"_target_": ...}`` component (possibly behind a reference)."""
+        while isinstance(value, str) and value.startswith("@"):
+            value = self.lookup(value[1:], what)
+        if isinstance(value, str) and value.startswith("$"):
+            raise InputError(f"'{self.where}': {what} is a Python expression ({value[:60]}); MedSegAI does not run a bundle's code")
+        if not isinstance(value, dict) or "_target_" not in value:
+            raise InputError(f"'{self.where}': {what} is not a component with a _target_")
+        return value
+
+
+def _keys(args: dict) -> List[str]:
+    keys = args.get("keys", [])
+    return [keys] if isinstance(keys, str) else list(keys or [])
+
+
+def _for_key(value, keys: List[str], key: str):
+    """A per-key argument (``mode: ["bilinear", "nearest"]`` with ``keys: ["image", "label"]``) for ``key``."""
+    if isinstance(value, (list, tuple)) and len(value) == len(keys) and keys and all(isinstance(v, str) for v in value):
+        return value[keys.index(key)]
+    return value
+
+
+def _steps(transforms: list, resolver: _Resolver, key: str, *, post: bool) -> List[dict]:
+    out = []
+    for i, raw in enumerate(transforms):
+        item = resolver.component(raw, f"{'postprocessing' if post else 'preprocessing'} transform {i + 1}")
+        name = _base_name(item["_target_"])
+        what = f"{'postprocessing' if post else 'preprocessing'} transform {i + 1} ({item['_target_']})"
+        if resolver.literal(item.get("_disabled_", False), what) is True:
+            continue
+        ignored = {"_target_", "keys", "allow_missing_keys", "_disabled_", "_desc_", "_requires_"}
+        if name in PASS_THROUGH or (_keys(item) and key not in _keys(item) and not (post and "pred" in _keys(item))):
+            continue
+        if post:
+            keep = {k: v for k, v in item.items() if k not in ignored | {"transform", "orig_keys", "meta_keys", "orig_meta_keys", "meta_key_postfix",
+                                                                          "to_tensor", "device", "post_func", "output_dir"}}
+            args = resolver.literal(keep, what)
+            if name not in POST_OPS:
+                raise InputError(f"'{resolver.where}': {what} is not one MedSegAI can reproduce; supported after the network: "
+                                 "Activations(d) softmax, AsDiscrete(d) argmax, Invert(d), SaveImage(d)")
+            out.append({"op": name, **args})
+            continue
+        args = resolver.literal({k: v for k, v in item.items() if k not in ignored}, what)
+        if name not in PRE_OPS:
+            raise InputError(f"'{resolver.where}': {what} is not one MedSegAI can reproduce; supported before the network: "
+                             f"{', '.join(sorted(PRE_OPS))} and the loading and type transforms ({', '.join(sorted(PASS_THROUGH))})")
+        out.append({"op": PRE_OPS[name], **{k: _for_key(v, _keys(item), key) for k, v in args.items()}})
+    return out
+
+
+def _preprocessing(steps: List[dict], where: Path) -> List[dict]:
+    """Each step reduced to the arguments it is reproduced with; unsupported options refused."""
+    out = []
+    for s in steps:
+        op = s["op"]
+
+        def refuse(option):
+            raise InputError(f"'{where}': {op} with {option} is not supported by the import")
+
+        if op == "orientation":
+            codes = s.get("axcodes")
+            if not isinstance(codes, str) or len(codes) != 3 or sorted(codes.upper().replace("R", "L").replace("A", "P").replace("I", "S")) != ["L", "P", "S"]:
+                refuse(f"axcodes {codes!r}")
+            out.append({"op": op, "axcodes": codes.upper()})
+        elif op == "spacing":
+            pixdim = s.get("pixdim")
+            pixdim = [pixdim] * 3 if isinstance(pixdim, (int, float)) else pixdim
+            if not isinstance(pixdim, list) or len(pixdim) != 3 or not all(isinstance(p, (int, float)) and 0.01 <= p <= 100 for p in pixdim):
+                refuse(f"pixdim {s.get('pixdim')!r} (three spacings in mm from 0.01 to 100 are needed)")
+            mode = s.get("mode", "bilinear")
+            if mode not in ("bilinear", "nearest", 1, 0):
+                refuse(f"mode {mode!r}")
+            for option, default in (("diagonal", False), ("scale_extent", False), ("recompute_affine", False), ("min_pixdim", None), ("max_pixdim", None)):
+                if s.get(option, default) != default:
+                    refuse(f"{option}={s.get(option)!r}")
+            out.append({"op": op, "pixdim": [float(p) for p in pixdim], "mode": "nearest" if mode in ("nearest", 0) else "bilinear"})
+        elif op == "scale_range":
+            try:
+                args = {k: (None if s.get(k) is None else float(s[k])) for k in ("a_min", "a_max", "b_min", "b_max")}
+            except (TypeError, ValueError):
+                refuse("non-numeric bounds")
+            if args["a_min"] is None or args["a_max"] is None:
+                refuse("a_min or a_max missing")
+            out.append({"op": op, **args, "clip": bool(s.get("clip", False))})
+        elif op == "normalize":
+            for option in ("subtrahend", "divisor"):
+                if s.get(option) is not None:
+                    refuse(f"a fixed {option}")
+            out.append({"op": op, "nonzero": bool(s.get("nonzero", False)), "channel_wise": bool(s.get("channel_wise", False))})
+        elif op == "scale":
+            if s.get("factor") is not None or s.get("channel_wise"):
+                refuse("factor or channel_wise")
+            out.append({"op": op, "minv": s.get("minv", 0.0), "maxv": s.get("maxv", 1.0)})
+    return out
+
+
+def _postprocessing(steps: List[dict], where: Path) -> dict:
+    post = {"activation": None, "invert": False, "nearest_interp": True}
+    for s in steps:
+        if s["op"] == "Activations":
+            if s.get("sigmoid") or s.get("other"):
+                raise InputError(f"'{where}': a sigmoid (multi-label) output is not supported by the import; only softmax outputs are")
+            if s.get("softmax"):
+                post["activation"] = "softmax"
+        elif s["op"] == "AsDiscrete":
+            if s.get("threshold") is not None or s.get("to_onehot") or s.get("rounding"):
+                raise InputError(f"'{where}': AsDiscrete with a threshold, one-hot or rounding is not supported; only argmax is")
+        elif s["op"] == "Invert":
+            post["invert"], post["nearest_interp"] = True, bool(s.get("nearest_interp", True))
+    return post
+
+
+def _inferer(item: dict, resolver: _Resolver) -> dict:
+    name = _base_name(item["_target_"])
+    args = resolver.literal({k: v for k, v in item.items() if k != "_target_"}, f"the inferer ({item['_target_']})")
+    if name == "SimpleInferer":
+        return {"kind": "simple"}
+    if name != "SlidingWindowInferer":
+        raise InputError(f"'{resolver.where}': the inferer {item['_target_']} is not supported; SlidingWindowInferer and SimpleInferer are")
+    roi = args.get("roi_size")
+    roi = [roi] * 3 if isinstance(roi, int) else roi
+    if not isinstance(roi, list) or len(roi) != 3 or not all(isinstance(r, int) and (r <= 0 or 4 <= r <= 512) for r in roi):
+        raise InputError(f"'{resolver.where}': the inferer's roi_size {args.get('roi_size')!r} is not three sizes from 4 to 512 voxels")
+    overlap = args.get("overlap", 0.25)
+    if not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
+        raise InputError(f"'{resolver.where}': the inferer's overlap {overlap!r} is not a number in [0, 1)")
+    mode = args.get("mode", "constant")
+    if mode not in ("constant", "gaussian"):
+        raise InputError(f"'{resolver.where}': the inferer's blending mode {mode!r} is not supported (constant, gaussian)")
+    if args.get("padding_mode", "constant") != "constant" or float(args.get("cval", 0) or 0) != 0:
+        raise InputError(f"'{resolver.where}': the inferer pads other than with zeros; not supported")
+    sigma = args.get("sigma_scale", 0.125)
+    if not isinstance(sigma, (int, float)):
+        raise InputError(f"'{resolver.where}': the inferer's sigma_scale {sigma!r} must be one number")
+    return {"kind": "sliding_window", "roi_size": roi, "overlap": float(overlap), "mode": mode, "sigma_scale": float(sigma),
+            "sw_batch_size": int(args.get("sw_batch_size", 1) or 1)}
+
+
+def network_class(target: str) -> str:
+    """The module path of a network ``_target_``; InputError unless it is one of MONAI's networks."""
+    from monai.bundle import ComponentLocator
+
+    if not isinstance(target, str) or not target:
+        raise InputError(f"the network's _target_ {target!r} is not a name")
+    if "." in target:
+        module = target.rsplit(".", 1)[0]
+    else:
+        module = ComponentLocator().get_component_module_name(target)
+        if isinstance(module, list):
+            module = next((m for m in module if m.startswith(NETWORK_MODULE)), None)
+    if not isinstance(module, str) or not (module == NETWORK_MODULE or module.startswith(NETWORK_MODULE + ".")):
+        raise InputError(f"the network '{target}' is not one of MONAI's networks (monai.networks.nets); a bundle's own network code is not run")
+    return f"{module}.{target.rsplit('.', 1)[-1]}"
+
+
+def inference_file(bundle: Path) -> Path:
+    for name in INFERENCE_FILES:
+        if (bundle / "configs" / name).is_file():
+            return bundle / "configs" / name
+    raise InputError(f"'{bundle}' is not a MONAI bundle: it has no configs/inference.json")
+
+
+def _load(path: Path) -> dict:
+    from monai.bundle import ConfigParser
+
+    try:
+        config = ConfigParser.load_config_file(str(path))  # JSON or YAML, parsed only
+    except Exception as exc:
+        raise InputError(f"'{path}' cannot be read ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"'{path}' is not a config object")
+    return config
+
+
+def _labels(metadata: dict, out_channels: Optional[int], where: Path) -> Dict[str, str]:
+    outputs = (metadata.get("network_data_format") or {}).get("outputs") or {}
+    first = next(iter(outputs.values()), {}) if isinstance(outputs, dict) else {}
+    channel_def = first.get("channel_def") if isinstance(first, dict) else None
+    n = out_channels or (first.get("num_channels") if isinstance(first, dict) else None)
+    if not isinstance(n, int) or n < 2:
+        raise InputError(f"'{where}': the number of output classes cannot be told (network out_channels or metadata num_channels, at least 2)")
+    if isinstance(channel_def, dict) and len(channel_def) == n and all(str(i) in {str(k) for k in channel_def} for i in range(n)):
+        named = {str(k): str(v) for k, v in channel_def.items()}
+        return {str(i): named[str(i)] for i in range(n)}
+    return {"0": "background", **{str(i): f"label {i}" for i in range(1, n)}}
+
+
+def read_bundle(bundle) -> dict:
+    """The checked description of the bundle folder ``bundle`` (see the module docstring)."""
+    bundle = Path(bundle)
+    if not bundle.is_dir():
+        raise InputError(f"the MONAI bundle folder '{bundle}' does not exist")
+    where = inference_file(bundle)
+    config = _load(where)
+    metadata = _load(bundle / "configs" / "metadata.json") if (bundle / "configs" / "metadata.json").is_file() else {}
+    resolver = _Resolver(config, where)
+    inputs = (metadata.get("network_data_format") or {}).get("inputs") or {}
+    key = next(iter(inputs), "image") if isinstance(inputs, dict) else "image"
+    net = resolver.component(config.get("network_def"), "network_def")
+    network = {"_target_": net["_target_"], **resolver.literal({k: v for k, v in net.items() if k != "_target_"}, "network_def")}
+    cls = network_class(network["_target_"])
+    dims = network.get("spatial_dims", network.get("dimensions", 3))
+    if dims != 3:
+        raise InputError(f"'{where}': the network is {dims}D; only 3D bundles are imported so far")
+    pre = resolver.component(config.get("preprocessing"), "preprocessing")
+    post = config.get("postprocessing")
+    pre_list = pre.get("transforms", [])
+    if _base_name(pre["_target_"]) != "Compose" or not isinstance(pre_list, list):
+        raise InputError(f"'{where}': preprocessing is not a Compose of transforms")
+    post_list = resolver.component(post, "postprocessing").get("transforms", []) if post is not None else []
+    in_channels = network.get("in_channels")
+    if not isinstance(in_channels, int):
+        first = inputs.get(key, {}) if isinstance(inputs, dict) else {}
+        in_channels = first.get("num_channels", 1) if isinstance(first, dict) else 1
+    return {
+        "network": network, "network_class": cls, "image_key": key, "in_channels": int(in_channels),
+        "labels": _labels(metadata, network.get("out_channels"), where),
+        "preprocessing": _preprocessing(_steps(pre_list, resolver, key, post=False), where),
+        "inferer": _inferer(resolver.component(config.get("inferer", {"_target_": "SimpleInferer"}), "inferer"), resolver),
+        "postprocessing": _postprocessing(_steps(post_list, resolver, key, post=True), where),
+        "metadata": {k: metadata.get(k) for k in ("name", "version", "task", "description", "authors", "copyright", "intended_use", "monai_version") if metadata.get(k) is not None},
+    }
