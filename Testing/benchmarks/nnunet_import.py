@@ -5,7 +5,8 @@ imported with ``medsegai import-model nnunet``; the validation cases (the last 4
 shared hippocampus cases by name, which the shared split keeps out of training) are predicted by
 ``nnUNetv2_predict_from_modelfolder`` in the nnU-Net peer venv (``.venv-peers/nnunet``, one
 process, ``--save_probabilities``) and by the imported model (``segment_imported``, in this
-process, torch on the CPU), with the same folds and the same mirroring. Reported per case: the
+process, torch on the CPU, then ONNX Runtime on the import's exports), with the same folds and
+the same mirroring. Reported per case: the
 Dice between the two label maps (each class), the voxels that differ, the largest difference of
 the softmax probabilities, and the seconds a case of each side (nnU-Net: its whole command,
 start-up included, divided by the cases; MedSegAI: in process).
@@ -69,24 +70,35 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True, text=True)
         nnunet_s = time.perf_counter() - t0
-        rows, ours_s = [], 0.0
+        rows, ours_s, onnx_s = [], 0.0, 0.0
         for n in names:
             image = sitk.ReadImage(str(HIPPOCAMPUS / "imagesTr" / f"{n}.nii.gz"))
             t0 = time.perf_counter()
-            out = segment_imported([image], tmp / "model", tta=not args.no_tta)
+            out = segment_imported([image], tmp / "model", tta=not args.no_tta, runtime="torch")
             ours_s += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            onnx = segment_imported([image], tmp / "model", tta=not args.no_tta, runtime="onnx")
+            onnx_s += time.perf_counter() - t0
             mine, ref = sitk.GetArrayFromImage(out.labels), sitk.GetArrayFromImage(sitk.ReadImage(str(tmp / "ref" / f"{n}.nii.gz")))
+            mine_onnx = sitk.GetArrayFromImage(onnx.labels)
             ref_prob = np.load(tmp / "ref" / f"{n}.npz")["probabilities"]  # (K, z, y, x) on the input array
             my_prob = np.moveaxis(sitk.GetArrayFromImage(out.probabilities), -1, 0)
+            onnx_prob = np.moveaxis(sitk.GetArrayFromImage(onnx.probabilities), -1, 0)
             rows.append({"case": n, "dice_anterior": dice(mine, ref, 1), "dice_posterior": dice(mine, ref, 2),
                          "differing_voxels": int((mine != ref).sum()), "voxels": int(mine.size),
-                         "max_probability_difference": float(np.abs(my_prob - ref_prob).max())})
+                         "max_probability_difference": float(np.abs(my_prob - ref_prob).max()),
+                         "onnx_dice_vs_nnunet": [dice(mine_onnx, ref, 1), dice(mine_onnx, ref, 2)], "onnx_differing_voxels": int((mine_onnx != ref).sum()),
+                         "onnx_vs_torch_max_probability_difference": float(np.abs(onnx_prob - my_prob).max())})
     worst = min(min(r["dice_anterior"], r["dice_posterior"]) for r in rows)
     result = {
         "protocol": __doc__.split("\n\n")[1].replace("\n", " "), "results_folder": str(args.results), "nnunet_and_torch": version,
         "trainer": card["import"]["trainer"], "folds": folds, "mirroring": not args.no_tta, "cases": len(rows),
         "import_s": round(import_s, 2), "nnunet_s_per_case": round(nnunet_s / len(rows), 3), "medsegai_s_per_case": round(ours_s / len(rows), 3),
         "time_ratio": round(ours_s / nnunet_s, 3), "min_dice_between_label_maps": worst,
+        "medsegai_onnx_s_per_case": round(onnx_s / len(rows), 3), "onnx_time_ratio": round(onnx_s / nnunet_s, 3),
+        "onnx_min_dice_between_label_maps": min(min(r["onnx_dice_vs_nnunet"]) for r in rows),
+        "onnx_cases_with_differing_voxels": sum(r["onnx_differing_voxels"] > 0 for r in rows),
+        "onnx_vs_torch_max_probability_difference": max(r["onnx_vs_torch_max_probability_difference"] for r in rows),
         "cases_with_differing_voxels": sum(r["differing_voxels"] > 0 for r in rows),
         "max_probability_difference": max(r["max_probability_difference"] for r in rows), "rows": rows,
     }
@@ -95,6 +107,8 @@ def main(argv=None) -> int:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     print(f"| {Path(args.results).name} ({card['import']['trainer']}) | {','.join(map(str, folds))} | {'yes' if not args.no_tta else 'no'} | {len(rows)} | {worst:.4f} | "
           f"{result['cases_with_differing_voxels']} | {result['max_probability_difference']:.1e} | {result['nnunet_s_per_case']} | {result['medsegai_s_per_case']} | {result['time_ratio']} |")
+    print(f"ONNX Runtime: lowest Dice vs nnU-Net {result['onnx_min_dice_between_label_maps']:.4f}, {result['onnx_cases_with_differing_voxels']} case(s) with any differing voxel, "
+          f"softmax within {result['onnx_vs_torch_max_probability_difference']:.1e} of torch, {result['medsegai_onnx_s_per_case']} s/case (ratio {result['onnx_time_ratio']})")
     return 0
 
 

@@ -6,7 +6,10 @@ public ``get_trainer_from_args`` and sets the thread count first. Final validati
 (the benchmark predicts the validation cases with ``nnUNetv2_predict`` afterwards). Writes
 ``{"cpu_s": ..., "wall_s": ...}`` to the JSON path given.
 
-Usage (peer venv python): nnunet_train_cpu.py DATASET_ID TRAINER THREADS OUT_JSON
+Usage (peer venv python): nnunet_train_cpu.py DATASET_ID TRAINER THREADS OUT_JSON [FOLD [ITERATIONS]]
+
+ITERATIONS shortens each epoch to that many training iterations (validation to a fifth of it),
+for the small verification models of ``nnunet_verification_models.py``.
 """
 
 import json
@@ -19,10 +22,15 @@ from nnunetv2.run.run_training import get_trainer_from_args
 
 def main() -> int:
     dataset, trainer_name, threads, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    fold = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+    iterations = int(sys.argv[6]) if len(sys.argv) > 6 else 0
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
     w0, c0 = time.perf_counter(), time.process_time()
-    trainer = get_trainer_from_args(dataset, "3d_fullres", 0, trainer_name, "nnUNetPlans", device=torch.device("cpu"))
+    trainer = get_trainer_from_args(dataset, "3d_fullres", fold, trainer_name, "nnUNetPlans", device=torch.device("cpu"))
+    if iterations:
+        trainer.num_iterations_per_epoch = iterations
+        trainer.num_val_iterations_per_epoch = max(1, iterations // 5)
     trainer.run_training()
     with open(out, "w") as fh:
         json.dump({"cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - w0, "threads": threads}, fh)
