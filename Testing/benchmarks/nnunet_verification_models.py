@@ -30,10 +30,11 @@ DATASET = "Dataset004_Hippocampus"
 TRAINER = "nnUNetTrainer_5epochs"
 
 
-def env() -> dict:
+def env(augmentation_workers: int = 1) -> dict:
+    """nnU-Net's folders; training augments in-process (0 workers), planning needs at least 1."""
     e = dict(os.environ)
     e.update(nnUNet_raw=str(WORK / "raw"), nnUNet_preprocessed=str(WORK / "preprocessed"), nnUNet_results=str(WORK / "results"),
-             nnUNet_n_proc_DA="0", OMP_NUM_THREADS="2")
+             nnUNet_n_proc_DA=str(augmentation_workers), OMP_NUM_THREADS="2")
     return e
 
 
@@ -64,7 +65,7 @@ def main(argv=None) -> int:
         if (out / "checkpoint_final.pth").exists():
             continue
         subprocess.run([str(VENV / "bin" / "python"), str(Path(__file__).with_name("nnunet_train_cpu.py")), "4", TRAINER, "2",
-                        str(WORK / f"train_fold{fold}.json"), str(fold), str(args.iterations)], check=True, env=env())
+                        str(WORK / f"train_fold{fold}.json"), str(fold), str(args.iterations)], check=True, env=env(0))
     print(WORK / "results" / DATASET / f"{TRAINER}__nnUNetPlans__3d_fullres")
     return 0
 

@@ -201,6 +201,7 @@ def build_problem(
     problem : PottsProblem
     nodes : ndarray (N,) int64, flat indices of the nodes in ``arr``
     """
+    arr = np.ascontiguousarray(arr)  # the neighbours come from C-order strides (a view of a crop has others)
     shape = arr.shape
     if band is None:
         nodes = np.arange(arr.size, dtype=np.int64)

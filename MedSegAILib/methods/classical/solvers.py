@@ -186,8 +186,30 @@ def mean_field_marginals(
     -------
     q : ndarray (N, K) float32, rows sum to 1
     """
+    from scipy import sparse
+
     k = problem.n_labels
     n = problem.n_nodes
+    u = problem.unary.astype(np.float32)
+    # The symmetric edge weights as one sparse matrix: sum_j w_ij q_j is then one product per
+    # iteration (a CSR product is several times faster than bincounts over both edge ends).
+    ei, ej = np.asarray(problem.ei), np.asarray(problem.ej)
+    w = problem.w.astype(np.float32)
+    weights = sparse.csr_matrix((np.concatenate([w, w]), (np.concatenate([ei, ej]), np.concatenate([ej, ei]))), shape=(n, n))
+    start = -u.copy()
+    if start_labels is not None:
+        start[np.arange(n), np.asarray(start_labels).reshape(-1)] += MAP_START_BONUS
+    if k == 2:
+        # Two labels: the softmax is the logistic function of the difference, q0 = 1 / (1 + exp(-d)),
+        # d = (support0 - U0) - (support1 - U1) with support1 = sum_j w_ij - support0.
+        total = np.asarray(weights.sum(axis=1)).ravel().astype(np.float32)
+        offset = (u[:, 1] - u[:, 0] - total).astype(np.float32)
+        q0 = (1.0 / (1.0 + np.exp(np.clip(start[:, 1] - start[:, 0], -80.0, 80.0)))).astype(np.float32)  # clipped: no float32 overflow
+        for _ in range(iterations):
+            d = 2.0 * (weights @ q0) + offset
+            q0 = damping * q0 + (1.0 - damping) / (1.0 + np.exp(np.clip(-d, -80.0, 80.0)))
+        q0 = q0.astype(np.float32)
+        return np.stack([q0, 1.0 - q0], axis=1)
 
     def softmax(neg_energy):
         neg_energy = neg_energy - neg_energy.max(axis=1, keepdims=True)
@@ -195,22 +217,9 @@ def mean_field_marginals(
         neg_energy /= neg_energy.sum(axis=1, keepdims=True)
         return neg_energy
 
-    u = problem.unary.astype(np.float32)
-    start = -u.copy()
-    if start_labels is not None:
-        start[np.arange(n), np.asarray(start_labels).reshape(-1)] += MAP_START_BONUS
     q = softmax(start)
-    w = problem.w.astype(np.float32)
-    # sum_j w_ij over all labels: the last label's support is this less the others'.
-    total = (np.bincount(problem.ei, weights=w, minlength=n) + np.bincount(problem.ej, weights=w, minlength=n)).astype(np.float32)
     for _ in range(iterations):
-        support = np.empty((n, k), dtype=np.float32)
-        for label in range(k - 1):
-            support[:, label] = np.bincount(problem.ei, weights=w * q[problem.ej, label], minlength=n) + np.bincount(
-                problem.ej, weights=w * q[problem.ei, label], minlength=n
-            )
-        support[:, k - 1] = total - support[:, : k - 1].sum(axis=1)
-        new = softmax(support - u)
+        new = softmax((weights @ q).astype(np.float32) - u)
         q = damping * q + (1.0 - damping) * new
     q /= q.sum(axis=1, keepdims=True)
     return q.astype(np.float32)
