@@ -205,6 +205,16 @@ def _set_transform(i, item):
     (lambda c, _: c.update({"network_def": "$__import__('os').system('touch pwned')"}), "Python expression"),
     (lambda c, _: c["network_def"].update({"_target_": "monai.transforms.Compose"}), "not one of MONAI's networks"),
     (lambda c, _: c["network_def"].update({"_target_": "os.system"}), "not one of MONAI's networks"),
+    # attribute chains through a network module to other code
+    (lambda c, _: c.update({"network_def": {"_target_": "monai.networks.nets.hovernet.os.system", "command": "touch pwned"}}), "not one of MONAI's networks"),
+    (lambda c, _: c.update({"network_def": {"_target_": "monai.networks.nets.unet.torch.load", "f": "x.pt", "weights_only": False}}), "not one of MONAI's networks"),
+    (lambda c, _: c["network_def"].update({"_mode_": "callable"}), "_mode_"),
+    (lambda c, _: c["network_def"].update({"_debug_": True}), "_debug_"),
+    (lambda c, _: c["network_def"].update({"pretrained": True}), "download weights itself"),
+    (lambda c, _: c.update({"network_def": "@network_def"}), "refers to itself"),
+    (lambda c, _: c.update({"a": ["@b", "@b"], "b": ["@a", "@a"], "network_def": {**c["network_def"], "channels": "@a"}}), "too deeply"),
+    (lambda c, _: c["inferer"].update({"sw_batch_size": "four"}), "sw_batch_size"),
+    (lambda c, _: c["preprocessing"]["transforms"][3].update({"padding_mode": "zeros"}), "padding_mode"),
     (_set_transform(4, {"_target_": "CropForegroundd", "keys": "image", "source_key": "image"}), "CropForegroundd"),
     (_set_transform(4, {"_target_": "Lambdad", "keys": "image", "func": "$lambda x: x"}), "Lambdad"),
     (lambda c, _: c["inferer"].update({"roi_size": [100000, 32, 32]}), "roi_size"),
@@ -216,7 +226,41 @@ def test_bundles_that_would_need_code_or_do_not_fit_are_refused(bundle, tmp_path
     edited = _edited(bundle, tmp_path, edit)
     with pytest.raises(InputError, match=says):
         import_monai_bundle(edited, tmp_path / "model", log=lambda m: None)
-    assert not (tmp_path / "model").exists() and not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+    assert not (tmp_path / "model").exists() and not (tmp_path / "pwned").exists() and not Path("pwned").exists() and not Path("x.pt").exists()
+
+
+def test_references_and_disabled_transforms_are_read_as_monai_reads_them(bundle, tmp_path):
+    def edit(config, _):
+        config["image_key"] = "image"
+        for t in config["preprocessing"]["transforms"]:
+            t["keys"] = "@image_key"
+        config["preprocessing"]["transforms"].insert(4, {"_target_": "CropForegroundd", "keys": "image", "source_key": "image", "_disabled_": "True"})
+
+    card = import_monai_bundle(_edited(bundle, tmp_path, edit), tmp_path / "model", log=lambda m: None)
+    assert [s["op"] for s in card["bundle"]["preprocessing"]] == ["orientation", "spacing", "normalize"]
+
+
+def test_an_edited_card_is_checked_again_before_anything_is_built(imported, tmp_path, shared_data):
+    out_dir, _ = imported
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in out_dir.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    card = json.loads((copy / "model.json").read_text())
+    card["bundle"]["network"] = {"_target_": "monai.networks.nets.hovernet.os.system", "command": f"touch {tmp_path / 'ran'}"}
+    (copy / "model.json").write_text(json.dumps(card))
+    image = sitk.ReadImage(str(shared_data / "hippocampus" / "imagesTr" / "hippocampus_001.nii.gz"))
+    with pytest.raises(InputError, match="not one of MONAI's networks"):
+        segment_bundle([image], copy, runtime="torch")
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_failed_import_keeps_the_empty_folder_it_was_given(bundle, tmp_path):
+    edited = _edited(bundle, tmp_path, lambda c, _: c["network_def"].update({"out_channels": 4}))
+    (tmp_path / "given").mkdir()
+    with pytest.raises(InputError):
+        import_monai_bundle(edited, tmp_path / "given", log=lambda m: None)
+    assert (tmp_path / "given").is_dir() and not any((tmp_path / "given").iterdir())
 
 
 def test_pickled_code_in_model_pt_is_refused_and_not_run(bundle, tmp_path):

@@ -44,16 +44,19 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from ..core.errors import InputError, MissingDependencyError
 
-    try:
-        from ..methods.deep.model_import import describe, import_model
-        import torch  # noqa: F401  (both importers read torch checkpoints)
-    except ImportError as exc:
-        raise MissingDependencyError(exc.name or "torch", "deep", "importing a model") from exc
+    from ..methods.deep.model_import import describe, detect_kind, import_model
+
+    kind = detect_kind(args.source) if args.kind == "auto" else args.kind
+    for module in ("torch", "safetensors") + (("monai",) if kind == "monai-bundle" else ()):
+        try:
+            __import__(module)
+        except ImportError:
+            raise MissingDependencyError(module, "deep", "importing a model") from None
     try:
         folds = [int(f) for f in args.folds.split(",")] if args.folds else None
     except ValueError:
         raise InputError(f"--folds expects comma-separated fold numbers, got '{args.folds}'") from None
-    card = import_model(args.source, args.output, kind=args.kind, folds=folds, configuration=args.configuration, checkpoint=args.checkpoint,
+    card = import_model(args.source, args.output, kind=kind, folds=folds, configuration=args.configuration, checkpoint=args.checkpoint,
                         name=args.name, log=lambda m: print(m, flush=True))
     print(f"{args.output}: {describe(card)}")
     return 0

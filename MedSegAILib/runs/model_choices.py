@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List
 
+from ..methods.deep.imported_files import MONAI_BUNDLE, NNUNET
+
 
 @dataclass(frozen=True)
 class ModelChoice:
@@ -30,9 +32,9 @@ def model_summary(card: dict) -> str:
         if spacing:
             text += " at " + " x ".join(f"{float(s):g}" for s in spacing) + " mm"
         parts.append(text)
-    if card.get("format") == "nnunet-v2":
+    if card.get("format") == NNUNET:
         parts.append(f"imported nnU-Net v2 model ({card.get('nnunet', {}).get('configuration')}, {len(card.get('folds') or [])} fold(s))")
-    elif card.get("format") == "monai-bundle":
+    elif card.get("format") == MONAI_BUNDLE:
         parts.append(f"imported MONAI bundle ({card.get('bundle', {}).get('network', {}).get('_target_')})")
     members = card.get("members") if isinstance(card.get("members"), list) else None
     if members:

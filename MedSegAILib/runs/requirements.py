@@ -119,7 +119,9 @@ def _network(model: str) -> Optional[str]:
 
 def _runs_on_onnx(model: Optional[str], parameters: Dict[str, Any], device: str) -> bool:
     """Whether a deep run of ``model`` would go to ONNX Runtime once onnxruntime is installed:
-    the run's own rule (``onnx_runtime.choose_runtime``) with onnxruntime counted as present.
+    the run's own rule (``onnx_runtime.choose_runtime``; for an imported model
+    ``imported_files.network_forwards``, which takes ONNX Runtime whenever the torch runtime's
+    packages are not all there) with onnxruntime counted as present.
     A run that cannot work at all (unknown model, runtime=onnx without an export) raises
     InputError here, before anything is installed."""
     if not model:

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ...core.errors import InputError
+from .imported_files import NNUNET
+from .monai_bundle.config import INFERENCE_FILES
 
 KINDS = ("nnunet", "monai-bundle")
 
@@ -19,7 +21,7 @@ def detect_kind(folder) -> str:
         raise InputError(f"the model folder '{folder}' does not exist")
     if (folder / "plans.json").is_file() and (folder / "dataset.json").is_file():
         return "nnunet"
-    if any((folder / "configs" / n).is_file() for n in ("inference.json", "inference.yaml", "inference.yml")):
+    if any((folder / "configs" / n).is_file() for n in INFERENCE_FILES):
         return "monai-bundle"
     raise InputError(f"'{folder}' is neither an nnU-Net v2 results folder (plans.json, dataset.json, fold_K/) "
                      "nor a MONAI bundle (configs/inference.json, models/model.pt)")
@@ -45,7 +47,7 @@ def import_model(source, output, *, kind: str = "auto", folds: Optional[Sequence
 
 def describe(card: dict) -> str:
     """One line: the imported model's name, networks and classes."""
-    if card.get("format") == "nnunet-v2":
+    if card.get("format") == NNUNET:
         labels, nets = card["nnunet"]["labels"], f"{len(card['folds'])} fold(s)"
     else:
         labels, nets = card["bundle"]["labels"], f"MONAI {card['bundle']['network']['_target_']}"

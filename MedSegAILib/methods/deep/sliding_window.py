@@ -1,7 +1,8 @@
-"""Sliding-window inference with Gaussian blending over NumPy arrays, for runtimes without torch.
+"""Sliding-window inference with Gaussian (or constant) blending over NumPy arrays.
 
-MONAI's ``sliding_window_inference`` is what the torch runtime uses; it takes and returns torch
-tensors, so it cannot serve the ONNX Runtime path, whose point is to run a shipped model without
+MONAI's ``sliding_window_inference`` is what the torch runtime of MedSegAI's own models uses;
+it takes and returns torch tensors, so it cannot serve the ONNX Runtime path (imported MONAI
+bundles use this one with either runtime), whose point is to run a shipped model without
 importing torch (1.5 s) and MONAI (2.2 s more) in every fresh process. This is the same scheme
 written over arrays: windows of the plan's patch size overlapping by ``overlap``, the last one
 flush with the far edge, a volume smaller than a patch padded with zeros (centred), and every

@@ -10,7 +10,8 @@
                        {"op": "scale_range", "a_min": -57, "a_max": 164, "b_min": 0, "b_max": 1, "clip": True}, ...],
      "inferer": {"kind": "sliding_window", "roi_size": [96, 96, 96], "overlap": 0.5,
                  "mode": "constant", "sigma_scale": 0.125, "sw_batch_size": 4},
-     "postprocessing": {"activation": "softmax", "invert": True, "nearest_interp": False}}
+     "postprocessing": {"activation": "softmax", "invert": True, "nearest_interp": False},
+     "metadata": {"name": ..., "version": ..., "task": ...}}               # from metadata.json
 
 Spatial sizes and spacings are in MONAI's array order (x, y, z of the oriented image).
 Supported transforms are listed in :data:`PRE_OPS`, :data:`PASS_THROUGH` and :data:`POST_OPS`;
@@ -42,11 +43,26 @@ def _base_name(target: Any) -> str:
     return name[:-1] if name.endswith("d") and name[:-1] in PASS_THROUGH | set(PRE_OPS) | POST_OPS else name
 
 
+#: How many values one config may expand to, and how deep they may nest (references that fan
+#: out or nest without end are refused instead of hanging the import).
+MAX_VALUES = 200_000
+MAX_DEPTH = 40
+#: Keys MONAI gives a meaning of its own; in a transform they are ignored (``_disabled_`` is
+#: honoured), in the network's arguments every key starting with "_" is refused.
+META_KEYS = ("_disabled_", "_desc_", "_requires_", "_mode_", "_debug_")
+
+
+def is_disabled(value) -> bool:
+    """MONAI's rule for ``_disabled_``: the text "true" (any case) or a true value."""
+    return value.lower().strip() == "true" if isinstance(value, str) else bool(value)
+
+
 class _Resolver:
     """``@id`` / ``@a#b`` references resolved against the config; expressions and macros refused."""
 
     def __init__(self, config: dict, where: Path):
         self.config, self.where = config, where
+        self.values = 0
 
     def lookup(self, ref: str, what: str):
         node: Any = self.config
@@ -61,8 +77,9 @@ class _Resolver:
 
     def literal(self, value, what: str, depth: int = 0):
         """``value`` with references replaced by the literals they name; InputError for code."""
-        if depth > 20:
-            raise InputError(f"'{self.where}': {what}: the references go round in a circle")
+        self.values += 1
+        if depth > MAX_DEPTH or self.values > MAX_VALUES:
+            raise InputError(f"'{self.where}': {what}: the values nest or refer to each other too deeply (or in a circle)")
         if isinstance(value, str):
             if value.startswith("$"):
                 raise InputError(f"'{self.where}': {what} is a Python expression ({value[:60]}); MedSegAI does not run a bundle's code, "
@@ -75,27 +92,34 @@ class _Resolver:
         if isinstance(value, dict):
             if "_target_" in value:
                 raise InputError(f"'{self.where}': {what} builds an object ({value['_target_']}); only literal values can be imported there")
-            return {k: self.literal(v, f"{what}.{k}", depth) for k, v in value.items() if k not in ("_disabled_", "_desc_", "_requires_")}
+            return {k: self.literal(v, f"{what}.{k}", depth + 1) for k, v in value.items() if k not in META_KEYS}
         if isinstance(value, (list, tuple)):
-            return [self.literal(v, what, depth) for v in value]
+            return [self.literal(v, what, depth + 1) for v in value]
         if value is None or isinstance(value, (bool, int, float)):
             return value
         raise InputError(f"'{self.where}': {what} has a value of type {type(value).__name__}")
 
     def component(self, value, what: str) -> dict:
         """A ``{"_target_": ...}`` component (possibly behind a reference)."""
-        while isinstance(value, str) and value.startswith("@"):
+        for _ in range(MAX_DEPTH):
+            if not (isinstance(value, str) and value.startswith("@")):
+                break
             value = self.lookup(value[1:], what)
-        if isinstance(value, str) and value.startswith("$"):
-            raise InputError(f"'{self.where}': {what} is a Python expression ({value[:60]}); MedSegAI does not run a bundle's code")
+        else:
+            raise InputError(f"'{self.where}': {what} refers to itself")
+        if isinstance(value, str) and value[:1] in ("$", "%"):
+            self.literal(value, what)  # the refusal of an expression or macro, with its message
         if not isinstance(value, dict) or "_target_" not in value:
             raise InputError(f"'{self.where}': {what} is not a component with a _target_")
         return value
 
 
-def _keys(args: dict) -> List[str]:
-    keys = args.get("keys", [])
-    return [keys] if isinstance(keys, str) else list(keys or [])
+def _keys(item: dict, resolver: "_Resolver", what: str) -> List[str]:
+    keys = resolver.literal(item.get("keys", []), f"{what}.keys")
+    keys = [keys] if isinstance(keys, str) else keys
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise InputError(f"'{resolver.where}': {what} has keys {keys!r}, not names")
+    return keys
 
 
 def _for_key(value, keys: List[str], key: str):
@@ -111,14 +135,15 @@ def _steps(transforms: list, resolver: _Resolver, key: str, *, post: bool) -> Li
         item = resolver.component(raw, f"{'postprocessing' if post else 'preprocessing'} transform {i + 1}")
         name = _base_name(item["_target_"])
         what = f"{'postprocessing' if post else 'preprocessing'} transform {i + 1} ({item['_target_']})"
-        if resolver.literal(item.get("_disabled_", False), what) is True:
+        if is_disabled(resolver.literal(item.get("_disabled_", False), f"{what}._disabled_")):
             continue
-        ignored = {"_target_", "keys", "allow_missing_keys", "_disabled_", "_desc_", "_requires_"}
-        if name in PASS_THROUGH or (_keys(item) and key not in _keys(item) and not (post and "pred" in _keys(item))):
+        ignored = {"_target_", "keys", "allow_missing_keys", *META_KEYS}
+        keys = _keys(item, resolver, what)
+        if name in PASS_THROUGH or (keys and key not in keys and not (post and "pred" in keys)):
             continue
         if post:
             keep = {k: v for k, v in item.items() if k not in ignored | {"transform", "orig_keys", "meta_keys", "orig_meta_keys", "meta_key_postfix",
-                                                                          "to_tensor", "device", "post_func", "output_dir"}}
+                                                                          "to_tensor", "device", "output_dir"}}
             args = resolver.literal(keep, what)
             if name not in POST_OPS:
                 raise InputError(f"'{resolver.where}': {what} is not one MedSegAI can reproduce; supported after the network: "
@@ -129,7 +154,7 @@ def _steps(transforms: list, resolver: _Resolver, key: str, *, post: bool) -> Li
         if name not in PRE_OPS:
             raise InputError(f"'{resolver.where}': {what} is not one MedSegAI can reproduce; supported before the network: "
                              f"{', '.join(sorted(PRE_OPS))} and the loading and type transforms ({', '.join(sorted(PASS_THROUGH))})")
-        out.append({"op": PRE_OPS[name], **{k: _for_key(v, _keys(item), key) for k, v in args.items()}})
+        out.append({"op": PRE_OPS[name], **{k: _for_key(v, keys, key) for k, v in args.items()}})
     return out
 
 
@@ -146,6 +171,8 @@ def _preprocessing(steps: List[dict], where: Path) -> List[dict]:
             codes = s.get("axcodes")
             if not isinstance(codes, str) or len(codes) != 3 or sorted(codes.upper().replace("R", "L").replace("A", "P").replace("I", "S")) != ["L", "P", "S"]:
                 refuse(f"axcodes {codes!r}")
+            if s.get("as_closest_canonical") or s.get("labels") not in (None, [["L", "R"], ["P", "A"], ["I", "S"]]):
+                refuse("as_closest_canonical or other axis labels")
             out.append({"op": op, "axcodes": codes.upper()})
         elif op == "spacing":
             pixdim = s.get("pixdim")
@@ -155,6 +182,8 @@ def _preprocessing(steps: List[dict], where: Path) -> List[dict]:
             mode = s.get("mode", "bilinear")
             if mode not in ("bilinear", "nearest", 1, 0):
                 refuse(f"mode {mode!r}")
+            if s.get("padding_mode", "border") not in ("border", None) or s.get("align_corners", False):
+                refuse(f"padding_mode={s.get('padding_mode')!r} or align_corners={s.get('align_corners')!r} (border padding, align_corners False are reproduced)")
             for option, default in (("diagonal", False), ("scale_extent", False), ("recompute_affine", False), ("min_pixdim", None), ("max_pixdim", None)):
                 if s.get(option, default) != default:
                     refuse(f"{option}={s.get(option)!r}")
@@ -175,7 +204,10 @@ def _preprocessing(steps: List[dict], where: Path) -> List[dict]:
         elif op == "scale":
             if s.get("factor") is not None or s.get("channel_wise"):
                 refuse("factor or channel_wise")
-            out.append({"op": op, "minv": s.get("minv", 0.0), "maxv": s.get("maxv", 1.0)})
+            bounds = [s.get("minv", 0.0), s.get("maxv", 1.0)]
+            if not all(b is None or (isinstance(b, (int, float)) and not isinstance(b, bool)) for b in bounds):
+                refuse(f"minv/maxv {bounds!r} (numbers or null are needed)")
+            out.append({"op": op, "minv": bounds[0], "maxv": bounds[1]})
     return out
 
 
@@ -191,6 +223,8 @@ def _postprocessing(steps: List[dict], where: Path) -> dict:
             if s.get("threshold") is not None or s.get("to_onehot") or s.get("rounding"):
                 raise InputError(f"'{where}': AsDiscrete with a threshold, one-hot or rounding is not supported; only argmax is")
         elif s["op"] == "Invert":
+            if s.get("post_func") not in (None, False):
+                raise InputError(f"'{where}': Invertd with a post_func is not supported")
             post["invert"], post["nearest_interp"] = True, bool(s.get("nearest_interp", True))
     return post
 
@@ -212,30 +246,63 @@ def _inferer(item: dict, resolver: _Resolver) -> dict:
     mode = args.get("mode", "constant")
     if mode not in ("constant", "gaussian"):
         raise InputError(f"'{resolver.where}': the inferer's blending mode {mode!r} is not supported (constant, gaussian)")
-    if args.get("padding_mode", "constant") != "constant" or float(args.get("cval", 0) or 0) != 0:
+    if args.get("padding_mode", "constant") != "constant" or args.get("cval", 0) not in (0, 0.0, None):
         raise InputError(f"'{resolver.where}': the inferer pads other than with zeros; not supported")
     sigma = args.get("sigma_scale", 0.125)
-    if not isinstance(sigma, (int, float)):
-        raise InputError(f"'{resolver.where}': the inferer's sigma_scale {sigma!r} must be one number")
+    if not isinstance(sigma, (int, float)) or not 0 < sigma <= 10:
+        raise InputError(f"'{resolver.where}': the inferer's sigma_scale {sigma!r} must be one number in (0, 10]")
+    batch = args.get("sw_batch_size", 1)
+    if not isinstance(batch, int) or not 1 <= batch <= 64:
+        raise InputError(f"'{resolver.where}': the inferer's sw_batch_size {batch!r} must be a whole number from 1 to 64")
     return {"kind": "sliding_window", "roi_size": roi, "overlap": float(overlap), "mode": mode, "sigma_scale": float(sigma),
-            "sw_batch_size": int(args.get("sw_batch_size", 1) or 1)}
+            "sw_batch_size": batch}
 
 
-def network_class(target: str) -> str:
-    """The module path of a network ``_target_``; InputError unless it is one of MONAI's networks."""
+def network_constructor(target: str):
+    """The class a network ``_target_`` names; InputError unless it is a torch module defined
+    in MONAI's networks (``monai.networks.nets``). The name is looked up as data: a module of
+    that package is imported and one attribute of it read, nothing else is followed."""
+    import importlib
+    import inspect
+
+    import torch
     from monai.bundle import ComponentLocator
 
-    if not isinstance(target, str) or not target:
-        raise InputError(f"the network's _target_ {target!r} is not a name")
+    refuse = InputError(f"the network '{target}' is not one of MONAI's networks (monai.networks.nets); a bundle's own network code is not run")
+    if not isinstance(target, str) or not target.replace(".", "").replace("_", "").isalnum():
+        raise refuse
     if "." in target:
-        module = target.rsplit(".", 1)[0]
+        module_name, name = target.rsplit(".", 1)
     else:
-        module = ComponentLocator().get_component_module_name(target)
-        if isinstance(module, list):
-            module = next((m for m in module if m.startswith(NETWORK_MODULE)), None)
-    if not isinstance(module, str) or not (module == NETWORK_MODULE or module.startswith(NETWORK_MODULE + ".")):
-        raise InputError(f"the network '{target}' is not one of MONAI's networks (monai.networks.nets); a bundle's own network code is not run")
-    return f"{module}.{target.rsplit('.', 1)[-1]}"
+        found = ComponentLocator().get_component_module_name(target)
+        found = [found] if isinstance(found, str) else list(found or [])
+        module_name, name = next((m for m in found if m == NETWORK_MODULE or m.startswith(NETWORK_MODULE + ".")), ""), target
+    if not (module_name == NETWORK_MODULE or module_name.startswith(NETWORK_MODULE + ".")):
+        raise refuse
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise refuse from None
+    cls = module.__dict__.get(name) if module.__name__ == module_name else None
+    if not (inspect.isclass(cls) and issubclass(cls, torch.nn.Module) and cls.__module__.startswith(NETWORK_MODULE)):
+        raise refuse
+    return cls
+
+
+#: Arguments that would make a network read or download weights of its own at construction.
+FETCHING_ARGUMENTS = ("pretrain", "weights", "url", "path", "download", "checkpoint")
+
+
+def network_arguments(network: dict, where) -> dict:
+    """The network's constructor arguments, checked: names without a leading "_", literal
+    values, nothing that fetches or reads files."""
+    args = {k: v for k, v in network.items() if k != "_target_"}
+    for k, v in args.items():
+        if not isinstance(k, str) or not k.isidentifier() or k.startswith("_"):
+            raise InputError(f"'{where}': the network argument {k!r} is not a plain argument name; the bundle was not imported")
+        if any(f in k.lower() for f in FETCHING_ARGUMENTS) and v not in (None, False, "", 0):
+            raise InputError(f"'{where}': the network argument {k}={v!r} would read or download weights itself; the import takes them from models/model.pt only")
+    return _Resolver({}, Path(str(where))).literal(args, "network_def")
 
 
 def inference_file(bundle: Path) -> Path:
@@ -257,8 +324,15 @@ def _load(path: Path) -> dict:
     return config
 
 
+def _section(metadata: dict, name: str) -> dict:
+    """``metadata["network_data_format"][name]`` when it is an object, else {}."""
+    fmt = metadata.get("network_data_format")
+    part = fmt.get(name) if isinstance(fmt, dict) else None
+    return part if isinstance(part, dict) else {}
+
+
 def _labels(metadata: dict, out_channels: Optional[int], where: Path) -> Dict[str, str]:
-    outputs = (metadata.get("network_data_format") or {}).get("outputs") or {}
+    outputs = _section(metadata, "outputs")
     first = next(iter(outputs.values()), {}) if isinstance(outputs, dict) else {}
     channel_def = first.get("channel_def") if isinstance(first, dict) else None
     n = out_channels or (first.get("num_channels") if isinstance(first, dict) else None)
@@ -272,18 +346,30 @@ def _labels(metadata: dict, out_channels: Optional[int], where: Path) -> Dict[st
 
 def read_bundle(bundle) -> dict:
     """The checked description of the bundle folder ``bundle`` (see the module docstring)."""
-    bundle = Path(bundle)
+    try:
+        return _read_bundle(Path(bundle))
+    except InputError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:  # a value of the wrong kind somewhere
+        raise InputError(f"'{bundle}': the bundle's config is malformed ({type(exc).__name__}: {str(exc)[:160]})") from None
+
+
+def _read_bundle(bundle: Path) -> dict:
     if not bundle.is_dir():
         raise InputError(f"the MONAI bundle folder '{bundle}' does not exist")
     where = inference_file(bundle)
     config = _load(where)
     metadata = _load(bundle / "configs" / "metadata.json") if (bundle / "configs" / "metadata.json").is_file() else {}
     resolver = _Resolver(config, where)
-    inputs = (metadata.get("network_data_format") or {}).get("inputs") or {}
-    key = next(iter(inputs), "image") if isinstance(inputs, dict) else "image"
+    inputs = _section(metadata, "inputs")
+    key = next(iter(inputs), "image")
     net = resolver.component(config.get("network_def"), "network_def")
-    network = {"_target_": net["_target_"], **resolver.literal({k: v for k, v in net.items() if k != "_target_"}, "network_def")}
-    cls = network_class(network["_target_"])
+    odd = [k for k in net if isinstance(k, str) and k.startswith("_") and k not in ("_target_", "_desc_")]
+    if odd:
+        raise InputError(f"'{where}': network_def has {odd[0]}, which MONAI would act on; only plain arguments can be imported")
+    network = {"_target_": net["_target_"], **resolver.literal({k: v for k, v in net.items() if k not in ("_target_", "_desc_")}, "network_def")}
+    network = {"_target_": network["_target_"], **network_arguments(network, where)}
+    cls = network_constructor(network["_target_"])
     dims = network.get("spatial_dims", network.get("dimensions", 3))
     if dims != 3:
         raise InputError(f"'{where}': the network is {dims}D; only 3D bundles are imported so far")
@@ -295,10 +381,12 @@ def read_bundle(bundle) -> dict:
     post_list = resolver.component(post, "postprocessing").get("transforms", []) if post is not None else []
     in_channels = network.get("in_channels")
     if not isinstance(in_channels, int):
-        first = inputs.get(key, {}) if isinstance(inputs, dict) else {}
+        first = inputs.get(key, {})
         in_channels = first.get("num_channels", 1) if isinstance(first, dict) else 1
+    if not isinstance(in_channels, int) or not 1 <= in_channels <= 16:
+        raise InputError(f"'{where}': the number of input channels {in_channels!r} is not a whole number from 1 to 16")
     return {
-        "network": network, "network_class": cls, "image_key": key, "in_channels": int(in_channels),
+        "network": network, "network_class": f"{cls.__module__}.{cls.__name__}", "image_key": key, "in_channels": int(in_channels),
         "labels": _labels(metadata, network.get("out_channels"), where),
         "preprocessing": _preprocessing(_steps(pre_list, resolver, key, post=False), where),
         "inferer": _inferer(resolver.component(config.get("inferer", {"_target_": "SimpleInferer"}), "inferer"), resolver),

@@ -27,22 +27,9 @@ def _numpy_globals() -> list:
 
 def read_checkpoint(path) -> dict:
     """The checkpoint's dict, loaded with ``weights_only=True`` (InputError if it needs more)."""
-    import torch
+    from ..imported_files import torch_load_weights_only
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"the checkpoint '{path}' does not exist")
-    try:
-        with torch.serialization.safe_globals(_numpy_globals()):
-            ck = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # weights_only refuses any other global with an UnpicklingError
-        if type(exc).__name__ != "UnpicklingError":
-            raise InputError(f"'{path}' is not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
-        said = str(exc).split("\n")[0] if str(exc) else type(exc).__name__
-        first = next((ln.strip() for ln in str(exc).splitlines() if "Unsupported global" in ln), said)
-        raise InputError(f"'{path}' holds pickled objects that are not plain weights ({first[:160]}); it was refused, nothing in it was run") from None
-    except (EOFError, OSError, ValueError) as exc:
-        raise InputError(f"'{path}' is not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
+    ck = torch_load_weights_only(path, _numpy_globals())
     if not isinstance(ck, dict) or not isinstance(ck.get("network_weights"), dict):
         raise InputError(f"'{path}' is not an nnU-Net v2 checkpoint (no network_weights)")
     return ck
@@ -59,18 +46,12 @@ def network_weights(ck: dict) -> Dict[str, "object"]:
 
 def load_strictly(net, weights: Dict[str, "object"], source: str) -> None:
     """Load ``weights`` into ``net``: every tensor used and every shape equal, or InputError."""
-    mine = net.state_dict()
-    missing = [k for k in mine if k not in weights]
-    unused = [k for k in weights if k not in mine]
+    from ..imported_files import load_exactly
+
+    unused = [k for k in weights if k not in net.state_dict()]
     if unused and any(k.endswith(("running_mean", "running_var")) for k in unused):
         raise InputError(f"{source}: the network has batch-norm statistics (a trainer that changes the plan's network, e.g. nnUNetTrainerBN); only the plan's instance-norm networks are supported")
-    if missing or unused:
-        raise InputError(f"{source}: the weights do not fit the network the plans describe ({len(missing)} missing, e.g. {missing[:1]}; {len(unused)} unused, e.g. {unused[:1]})")
-    wrong = [(k, tuple(weights[k].shape), tuple(v.shape)) for k, v in mine.items() if tuple(weights[k].shape) != tuple(v.shape)]
-    if wrong:
-        k, theirs, ours = wrong[0]
-        raise InputError(f"{source}: tensor '{k}' has shape {theirs}, the plans' network needs {ours}")
-    net.load_state_dict(weights, strict=True)
+    load_exactly(net, weights, source, "the plans")
 
 
 def fold_checkpoint(folder: Path, fold: int, name: str = "") -> Tuple[Path, str]:

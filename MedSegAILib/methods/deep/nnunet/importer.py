@@ -9,15 +9,13 @@ SHA-256 of plans.json, dataset.json and each checkpoint, the trainer and plans i
 
 from __future__ import annotations
 
-import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ....core.checksums import sha256_of_file
 from ....core.errors import InputError
-from ..imported_files import NNUNET, canonical_tensors, check_network_files, export_onnx_checked, refuse_occupied
+from ..imported_files import NNUNET, export_note, load_saved_tensors, read_imported_card, refuse_occupied, save_network, write_card, writing_model_folder
 from ..model_store import ensemble_digest
 from .checkpoint import fold_checkpoint, load_strictly, network_weights, read_checkpoint
 from .network import NnUNet
@@ -47,12 +45,11 @@ def import_nnunet(results_folder, output, *, folds: Optional[Sequence[int]] = No
     """Import ``results_folder`` (``<trainer>__<plans>__<configuration>`` with ``fold_K/``) into
     the new folder ``output``; returns the card. Every tensor of every checkpoint must fit the
     network the plans describe (InputError otherwise); nothing from the folder is executed."""
-    import safetensors.torch
 
     src, out = Path(results_folder), Path(output)
     if not src.is_dir():
         raise InputError(f"the nnU-Net results folder '{src}' does not exist")
-    refuse_occupied(out)
+    refuse_occupied(out)  # before any checkpoint is read
     folds = list(folds) if folds else _folds(src)
     if not folds:
         raise InputError(f"'{src}' has no fold_K folders with checkpoints")
@@ -65,23 +62,15 @@ def import_nnunet(results_folder, output, *, folds: Optional[Sequence[int]] = No
     mirror = [int(a) for a in mirror] if mirror is not None else []
     n_in, n_out = len(conf["channel_names"]), len(conf["labels"])
     members, provenance = [], []
-    out.mkdir(parents=True, exist_ok=True)
-    try:
+    with writing_model_folder(out):
         for fold, (path, file_name) in zip(folds, paths):
             ck = first if path == paths[0][0] else read_checkpoint(path)
             net = NnUNet(conf["architecture"], n_in, n_out)
             load_strictly(net, network_weights(ck), f"fold {fold} ({path.name})")
-            weights = f"fold{fold}.safetensors"
-            safetensors.torch.save_file(canonical_tensors(net), str(out / weights), metadata={"format": "pt"})
-            digest = sha256_of_file(out / weights)
-            member = {"fold": fold, "weights": weights, "sha256": digest}
-            onnx = export_onnx_checked(net, (n_in, *conf["patch_size"]), out / f"fold{fold}.onnx")
-            if onnx:
-                member["onnx"] = onnx
+            member = {"fold": fold, **save_network(net, out, f"fold{fold}", (n_in, *conf["patch_size"]))}
             members.append(member)
             provenance.append({"fold": fold, "checkpoint": file_name, "sha256": sha256_of_file(path), "trainer": ck.get("trainer_name"), "epoch": ck.get("current_epoch")})
-            log(f"fold {fold}: {file_name} imported ({len(net.state_dict())} tensors, all used)" +
-                (f"; ONNX export matches torch to {onnx['max_relative_logit_difference']:.1e}" if onnx else "; no ONNX export (onnxscript or onnxruntime missing)"))
+            log(f"fold {fold}: {file_name} imported ({len(net.state_dict())} tensors, all used); {export_note(member)}")
         labels = conf["labels"]
         card = {
             "name": name or f"{conf['dataset_name'] or src.parent.name} ({conf['configuration']}, nnU-Net v2)",
@@ -98,11 +87,7 @@ def import_nnunet(results_folder, output, *, folds: Optional[Sequence[int]] = No
             "validation": {"mean_dice": None, "note": "not measured by MedSegAI; see the nnU-Net training's own validation"},
             "intended_use": "As the source model's; research use only unless its own terms say otherwise.",
         }
-        (out / "model.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
-        (out / "model.sha256").write_text("".join(f"{m['sha256']}  {m['weights']}\n" + (f"{m['onnx']['sha256']}  {m['onnx']['file']}\n" if m.get("onnx") else "") for m in members))
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
+        write_card(out, card)
     return card
 
 
@@ -115,26 +100,11 @@ class ImportedModel:
 
     def load_networks(self) -> list:
         """The folds' torch networks (evaluation mode)."""
-        import safetensors.torch
-
         conf = self.card["nnunet"]
-        nets = []
-        for m in self.card["folds"]:
-            net = NnUNet(conf["architecture"], len(conf["channel_names"]), len(conf["labels"]))
-            tensors = safetensors.torch.load_file(str(self.folder / m["weights"]))
-            _missing, unexpected = net.load_state_dict(tensors, strict=False)
-            names = set(dict(net.named_parameters())) | set(dict(net.named_buffers()))
-            if unexpected or names - set(tensors):
-                raise InputError(f"'{self.folder / m['weights']}' does not fit the network model.json describes")
-            nets.append(net.eval())
-        return nets
+        return [load_saved_tensors(NnUNet(conf["architecture"], len(conf["channel_names"]), len(conf["labels"])), self.folder / m["weights"], "model.json")
+                for m in self.card["folds"]]
 
 
 def load_imported(folder) -> ImportedModel:
     """An imported model with every weights and ONNX file it names checked (SHA-256)."""
-    folder = Path(folder)
-    card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
-    if card.get("format") != FORMAT:
-        raise InputError(f"'{folder}' is not an imported nnU-Net model")
-    check_network_files(folder, card)
-    return ImportedModel(folder, card)
+    return ImportedModel(Path(folder), read_imported_card(folder, FORMAT, "an imported nnU-Net model"))
