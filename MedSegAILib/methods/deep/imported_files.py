@@ -38,10 +38,11 @@ def has_onnx_exports(card: dict) -> bool:
 
 
 def checked_file(folder: Path, name: str, digest: str) -> Path:
-    """``folder/name``, inside the folder and matching ``digest`` (SHA-256), or InputError."""
-    path = Path(folder) / name
-    if not path.is_file() or path.resolve().parent != Path(folder).resolve():
-        raise InputError(f"'{folder}': the file '{name}' the card names is missing or outside the model folder")
+    """``folder/name``, inside the folder (``model_store.model_file``: no absolute names, no
+    ``..``, no links out) and matching ``digest`` (SHA-256), or InputError."""
+    from .model_store import model_file
+
+    path = model_file(folder, name, "the file")
     if sha256_of_file(path) != digest:
         raise InputError(f"'{path}' does not match the SHA-256 in model.json: the file was changed or damaged; import the model again")
     return path
@@ -73,24 +74,14 @@ def export_onnx_checked(net, input_shape: Sequence[int], path: Path, *, toleranc
     """Export ``net`` for inputs of ``input_shape`` (C, *patch) and check ONNX Runtime against
     torch on a random input; None (with nothing written) when the exporter is not installed.
     InputError (and no file) when the two differ by more than ``tolerance`` (relative)."""
-    import numpy as np
-
     if not exporter_installed():
         return None
     import onnxruntime
     import torch
 
-    from .onnx_export import OPSET, _quiet_exporter
+    from .onnx_export import OPSET, export_and_compare
 
-    shape = tuple(int(s) for s in input_shape)
-    with _quiet_exporter():
-        program = torch.onnx.export(net.eval(), (torch.zeros((1, *shape)),), dynamo=True, input_names=["image"], output_names=["logits"], opset_version=OPSET, verbose=False)
-        program.save(str(path))
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(seed).standard_normal((1, *shape)).astype(np.float32)
-    with torch.inference_mode():
-        ref = net(torch.from_numpy(x)).numpy()
-    worst = float(np.abs(session.run(None, {"image": x})[0] - ref).max() / max(1.0, float(np.abs(ref).max())))
+    worst = export_and_compare(net.eval(), input_shape, path, seed=seed)
     if worst > tolerance:
         path.unlink()
         raise InputError(f"ONNX Runtime differs from torch by {worst:.2e} (relative) on a random patch; the export was refused")
@@ -162,23 +153,25 @@ def writing_model_folder(out: Path):
 
 def write_card(out: Path, card: dict) -> None:
     """``model.json`` and ``model.sha256`` (every network's weights and ONNX file)."""
-    (out / "model.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
+    from .model_store import CARD, CHECKSUM
+
+    (out / CARD).write_text(json.dumps(card, indent=2), encoding="utf-8")
     lines = []
     for m in networks_of(card):
         lines.append(f"{m['sha256']}  {m['weights']}\n")
         if m.get("onnx"):
             lines.append(f"{m['onnx']['sha256']}  {m['onnx']['file']}\n")
-    (out / "model.sha256").write_text("".join(lines))
+    (out / CHECKSUM).write_text("".join(lines))
 
 
 def read_imported_card(folder, fmt: str, what: str) -> dict:
-    """The card of an imported model folder of format ``fmt``, every file it names checked."""
+    """The card of an imported model folder of format ``fmt`` (read by ``model_store.read_card``),
+    every file it names checked."""
+    from .model_store import read_card
+
     folder = Path(folder)
-    try:
-        card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"'{folder / 'model.json'}' cannot be read ({exc})") from None
-    if not isinstance(card, dict) or card.get("format") != fmt:
+    card = read_card(folder)
+    if card.get("format") != fmt:
         raise InputError(f"'{folder}' is not {what}")
     check_network_files(folder, card)
     return card

@@ -62,6 +62,37 @@ def _install_export(folder: Path, onnx_tmp: Path, entry: Dict, weights_sha256: s
     _write_atomic(folder / CARD, json.dumps(card, indent=2))
 
 
+def export_and_compare(net, shape, path: Path, *, batch_sizes=(1,), dynamic_batch: bool = False, seed: int = 0) -> float:
+    """Export ``net`` (inputs (B, *shape) float32) to ``path`` with torch's dynamo exporter and
+    return the largest difference between ONNX Runtime's and torch's logits on random batches of
+    ``batch_sizes``, relative to the largest logit magnitude. ``dynamic_batch``: the batch axis
+    of the export is free (else 1). InputError when the logits' shapes differ."""
+    import onnxruntime
+    import torch
+
+    shape = tuple(int(s) for s in shape)
+    if dynamic_batch:
+        example = torch.zeros((2, *shape), dtype=torch.float32)
+        extra = {"dynamic_shapes": ({0: torch.export.Dim("batch", min=1, max=1024)},)}
+    else:
+        example, extra = torch.zeros((1, *shape), dtype=torch.float32), {}
+    with _quiet_exporter():
+        program = torch.onnx.export(net, (example,), dynamo=True, input_names=["image"], output_names=["logits"], opset_version=OPSET, verbose=False, **extra)
+        program.save(str(path))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for n in batch_sizes:
+        x = rng.standard_normal((n, *shape)).astype(np.float32)
+        with torch.inference_mode():
+            ref = net(torch.from_numpy(x)).numpy()
+        got = session.run(None, {"image": x})[0]
+        if got.shape != ref.shape:
+            raise InputError(f"the ONNX export gives logits of shape {got.shape}, torch {ref.shape}; export refused")
+        worst = max(worst, float(np.abs(got - ref).max() / max(1.0, float(np.abs(ref).max()))))
+    return worst
+
+
 def export_onnx(model: Union[str, Path], *, tolerance: float = 1e-3, seed: int = 0) -> Dict:
     """Write ``model.onnx`` beside a model's weights and record it; returns the card's entry.
 
@@ -87,31 +118,7 @@ def export_onnx(model: Union[str, Path], *, tolerance: float = 1e-3, seed: int =
     shape = (plan.in_channels, *plan.patch_size_zyx)
     tmp = folder / (ONNX_FILE + ".partial")
     try:
-        example = torch.zeros((2, *shape), dtype=torch.float32)
-        batch = torch.export.Dim("batch", min=1, max=1024)
-        with _quiet_exporter():
-            program = torch.onnx.export(
-                net,
-                (example,),
-                dynamo=True,
-                input_names=["image"],
-                output_names=["logits"],
-                dynamic_shapes=({0: batch},),
-                opset_version=OPSET,
-                verbose=False,
-            )
-            program.save(str(tmp))
-        session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        rng = np.random.default_rng(seed)
-        worst = 0.0
-        for n in (1, 3):
-            x = rng.standard_normal((n, *shape)).astype(np.float32)
-            with torch.inference_mode():
-                ref = net(torch.from_numpy(x)).numpy()
-            got = session.run(None, {"image": x})[0]
-            if got.shape != ref.shape:
-                raise InputError(f"the ONNX export gives logits of shape {got.shape}, torch {ref.shape}; export refused")
-            worst = max(worst, float(np.abs(got - ref).max() / max(1.0, float(np.abs(ref).max()))))
+        worst = export_and_compare(net, shape, tmp, batch_sizes=(1, 3), dynamic_batch=True, seed=seed)
         if worst > tolerance:
             raise InputError(f"ONNX Runtime differs from torch by {worst:.2e} (relative) on random patches, above {tolerance:.0e}; export refused")
         entry = {

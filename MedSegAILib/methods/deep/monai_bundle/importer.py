@@ -20,7 +20,6 @@ from ..imported_files import (MONAI_BUNDLE, export_note, load_exactly, load_save
 from .config import inference_file, network_arguments, network_constructor, read_bundle
 
 FORMAT = MONAI_BUNDLE
-WEIGHTS = "network.safetensors"
 
 
 def build_network(description: dict, where="the bundle"):
