@@ -21,22 +21,24 @@ SOURCE = "the model's training data"
 
 def run(request: MethodRequest) -> MethodOutput:
     from .domain import check_input, check_result, input_features
+    from .imported_files import MONAI_BUNDLE, NNUNET
     from .inference import segment_with_model
     from .model_store import read_card, resolve_model_dir
 
-    card = read_card(resolve_model_dir(request.model))
+    folder = resolve_model_dir(request.model)
+    card = read_card(folder)
     record = card.get("domain")
     before = check_input(record, input_features(request.channels))
     refuse_unless_allowed(before, request.allow_out_of_domain, SOURCE)
-    if card.get("format") == "nnunet-v2":  # imported from nnU-Net: nnU-Net's own preprocessing and sliding window
+    if card.get("format") == NNUNET:  # imported from nnU-Net: nnU-Net's own preprocessing and sliding window
         from .nnunet.predict import segment_imported
 
-        out = segment_imported(request.channels, resolve_model_dir(request.model), tta=bool(request.params.get("tta", True)),
+        out = segment_imported(request.channels, folder, tta=bool(request.params.get("tta", True)),
                                runtime=str(request.params.get("runtime", "auto")), progress=request.progress)
-    elif card.get("format") == "monai-bundle":  # imported MONAI bundle: its transforms and inferer, reproduced
+    elif card.get("format") == MONAI_BUNDLE:  # imported MONAI bundle: its transforms and inferer, reproduced
         from .monai_bundle.predict import segment_bundle
 
-        out = segment_bundle(request.channels, resolve_model_dir(request.model), runtime=str(request.params.get("runtime", "auto")),
+        out = segment_bundle(request.channels, folder, runtime=str(request.params.get("runtime", "auto")),
                              progress=request.progress)
     else:
         out = segment_with_model(request.channels, request.model, device=request.device, progress=request.progress,
