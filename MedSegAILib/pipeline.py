@@ -150,6 +150,8 @@ def segment(
     stages: Optional[list] = None,
     refine: str = "none",
     keep_probabilities: bool = False,
+    prior: Optional[sitk.Image] = None,
+    previous: Optional[Any] = None,
 ) -> SegmentationResult:
     """Segment co-registered 3D volumes with a registered method.
 
@@ -180,6 +182,9 @@ def segment(
     keep_probabilities : bool
         Keep the method's per-class posteriors in ``result.probabilities`` (K float32 values a
         voxel: 1.3 GB for a full-size CT with three classes); None otherwise.
+    prior, previous
+        For the seeded graph cut: label probabilities to start from, and the previous result
+        of an interactive session (see :class:`MethodRequest`).
     refine : "none" or "crf"
         "crf": the method's class probabilities become the data term of the classical
         contrast-sensitive CRF (:func:`.postprocess.refine.refine_with_crf`); labels,
@@ -205,6 +210,8 @@ def segment(
         if seeds.GetNumberOfComponentsPerPixel() != 1:
             raise InputError("the seed image has several values per voxel; a labelmap with one whole number per voxel is needed")
         check_seed_labels(sitk.GetArrayViewFromImage(seeds), "the seed image")
+    if (prior is not None or previous is not None) and "seeds" not in spec.needs:
+        raise InputError(f"method '{method}' takes no prior or previous result; they guide the seeded graph cut")
     options = (postprocess or PostprocessOptions()).validate()
     from .postprocess.refine import REFINEMENTS
 
@@ -220,6 +227,8 @@ def segment(
         device=device,
         progress=prog.sub(0.0, 0.85),
         cache=method_cache,
+        prior=prior,
+        previous=previous,
         allow_out_of_domain=allow_out_of_domain,
         keep_probabilities=keep_probabilities or refine != "none",  # the CRF's data term
     )

@@ -67,6 +67,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
             <li>Paint each structure as its own segment, and the background as a segment named
             <dfn>background</dfn> (else the last visible segment is the background).
             <li>Click <dfn>Initialize</dfn>; with auto-update on, the preview follows every stroke.
+            <li><dfn>Start from model</dfn>: a model's segmentation is the starting point and
+            the strokes correct it (segments named after the model's classes, or one segment
+            for all of them).
             <li><dfn>Where next?</dfn> moves the views to where the result is least certain: a
             stroke there helps most.
             <li>Click <dfn>Apply</dfn> to keep the preview.
@@ -97,6 +100,21 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
         self.scriptedEffect.addLabeledOptionsWidget(_("Smoothness:"), self.smoothnessSlider)
         self.smoothnessSlider.connect("valueChanged(double)", self.onSmoothnessChanged)
 
+        self.priorModelComboBox = qt.QComboBox()
+        self.priorModelComboBox.setToolTip(
+            _("Start from a model's segmentation of the whole volume (its classes matched to the segments by name); "
+              "the strokes then correct it. The model's domain check applies.")
+        )
+        self.priorModelComboBox.addItem(_("(none: strokes only)"), "")
+        _ensureLibraryOnPath()
+        from MedSegAILib.runs.model_choices import shipped_model_choices
+
+        for choice in shipped_model_choices():
+            self.priorModelComboBox.addItem(choice.text, choice.name)
+            self.priorModelComboBox.setItemData(self.priorModelComboBox.count - 1, choice.summary, qt.Qt.ToolTipRole)
+        self.scriptedEffect.addLabeledOptionsWidget(_("Start from model:"), self.priorModelComboBox)
+        self.priorModelComboBox.connect("currentIndexChanged(int)", self.onPriorModelChanged)
+
         self.whereNextButton = qt.QPushButton(_("Where next?"))
         self.whereNextButton.setToolTip(_("Move the slice views to where the preview is least certain: a stroke there helps most."))
         self.whereNextButton.connect("clicked()", self.onWhereNext)
@@ -107,6 +125,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
     def setMRMLDefaults(self):
         AbstractScriptedSegmentEditorAutoCompleteEffect.setMRMLDefaults(self)
         self.scriptedEffect.setParameterDefault("MedSegAISmoothness", 6.0)
+        self.scriptedEffect.setParameterDefault("MedSegAIPriorModel", "")
 
     def updateGUIFromMRML(self):
         AbstractScriptedSegmentEditorAutoCompleteEffect.updateGUIFromMRML(self)
@@ -116,15 +135,26 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
         wasBlocked = self.smoothnessSlider.blockSignals(True)
         self.smoothnessSlider.value = value
         self.smoothnessSlider.blockSignals(wasBlocked)
+        model = self.scriptedEffect.parameter("MedSegAIPriorModel") if self.scriptedEffect.parameterDefined("MedSegAIPriorModel") else ""
+        wasBlocked = self.priorModelComboBox.blockSignals(True)
+        self.priorModelComboBox.currentIndex = max(self.priorModelComboBox.findData(model), 0)
+        self.priorModelComboBox.blockSignals(wasBlocked)
         self.whereNextButton.enabled = self._preview is not None and self.getPreviewNode() is not None
 
     def updateMRMLFromGUI(self):
         AbstractScriptedSegmentEditorAutoCompleteEffect.updateMRMLFromGUI(self)
         self.scriptedEffect.setParameter("MedSegAISmoothness", self.smoothnessSlider.value)
+        self.scriptedEffect.setParameter("MedSegAIPriorModel", self.priorModelComboBox.currentData or "")
 
     def onSmoothnessChanged(self, value):
         self.updateMRMLFromGUI()
         self._preview = None  # a new smoothness is a new session
+        if self.getPreviewNode():
+            self.delayedAutoUpdateTimer.start()
+
+    def onPriorModelChanged(self, index):
+        self.updateMRMLFromGUI()
+        self._preview = None  # another prior is a new session
         if self.getPreviewNode():
             self.delayedAutoUpdateTimer.start()
 
@@ -141,11 +171,14 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
         from MedSegAILib.runs.settings import RunSettings
         from MedSegAILib.slicer_bridge.seeded_effect import GraphCutPreview, background_value
 
-        if missing_for_run(RunSettings(method="graphcut")):
-            from MedSegAI import MedSegAILogic  # asks, then installs PyMaxflow, as the panel does
+        model = self.scriptedEffect.parameter("MedSegAIPriorModel") if self.scriptedEffect.parameterDefined("MedSegAIPriorModel") else ""
+        runs = [RunSettings(method="graphcut")] + ([RunSettings(method="deep", model=model)] if model else [])
+        for settings in runs:
+            if missing_for_run(settings):
+                from MedSegAI import MedSegAILogic  # asks, then installs (PyMaxflow; the model's runtime), as the panel does
 
-            if not MedSegAILogic().ensureDependencies(RunSettings(method="graphcut")):
-                raise RuntimeError(_("The graph cut needs PyMaxflow, which is not installed."))
+                if not MedSegAILogic().ensureDependencies(settings):
+                    raise RuntimeError(_("The graph cut cannot run: {method} needs packages that are not installed.").format(method=settings.method))
         mask = self.clippedMaskImageData
         extent = mask.GetExtent() if mask is not None else None
         # With an editable area the background need not surround the object: a wider box (as Grow from seeds).
@@ -158,9 +191,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
         self.backgroundLabel.text = _("Background segment: {name}").format(name=names[background - 1])
         if self._preview is None:
             smoothness = self.scriptedEffect.doubleParameter("MedSegAISmoothness") if self.scriptedEffect.parameterDefined("MedSegAISmoothness") else 6.0
-            self._preview = GraphCutPreview({"lam": smoothness})
+            self._preview = GraphCutPreview({"lam": smoothness}, model=model or None)
         start = time.time()
-        result = self._preview.compute(self.clippedMasterImageData, mergedImage, self.clippedMaskImageData, background=background)
+        result = self._preview.compute(
+            self.clippedMasterImageData, mergedImage, self.clippedMaskImageData, background=background, segment_names=names,
+            full_source=self.scriptedEffect.sourceVolumeImageData() if model else None,
+        )
         outputLabelmap.DeepCopy(result)
         imageToWorld = vtk.vtkMatrix4x4()
         mergedImage.GetImageToWorldMatrix(imageToWorld)

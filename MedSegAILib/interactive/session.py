@@ -3,8 +3,14 @@
 The Segment Editor effect, the interactive benchmark and scripts use it. What does not depend
 on the seeds (the image as Float32, its contrast sigma, the geodesic graph of the graph cut's
 spatial term) is computed on the first update and kept; each update then learns the
-intensity models from the seeds it is given, solves the cut and measures the result. The
-full pipeline run with the same seeds is the reference an update must equal (tested).
+intensity models from the seeds it is given, solves the cut and measures the result.
+
+Each update also hands the cut the previous result and the seeds it had
+(:class:`~MedSegAILib.methods.classical.guidance.PreviousCut`): away from the strokes that
+changed, the result keeps what the user has already seen (the ``stability`` parameters). A
+``prior`` (a deep model's label probabilities, :mod:`.model_prior`) lets the cut start from a
+model's answer that the strokes then correct. The full pipeline run with the same seeds,
+prior and previous result is the reference an update must equal (tested).
 
 ``most_uncertain_point`` answers "where should the next stroke go?": the voxel whose smoothed
 uncertainty is highest away from the seeds already painted.
@@ -22,6 +28,7 @@ import SimpleITK as sitk
 from ..core.errors import InputError
 from ..core.result import SegmentationResult
 from ..io.images import require_3d_scalar
+from ..methods.classical.guidance import PreviousCut
 from ..methods.registry import coerce_params, get_method
 from ..postprocess.cleanup import PostprocessOptions
 
@@ -48,6 +55,9 @@ class SeededSession:
     params : dict, optional
         The method's parameters (checked against their ranges once, here).
     postprocess : PostprocessOptions, optional
+    prior : sitk.Image, optional
+        Label probabilities on the image grid, one component per seed label (background first,
+        then the object seed values ascending); see :func:`.model_prior.model_prior`.
 
     Attributes
     ----------
@@ -57,7 +67,10 @@ class SeededSession:
         Wall time of each update.
     """
 
-    def __init__(self, image: sitk.Image, method: str = "graphcut", params: Optional[Dict[str, Any]] = None, *, postprocess: Optional[PostprocessOptions] = None) -> None:
+    def __init__(
+        self, image: sitk.Image, method: str = "graphcut", params: Optional[Dict[str, Any]] = None, *,
+        postprocess: Optional[PostprocessOptions] = None, prior: Optional[sitk.Image] = None,
+    ) -> None:
         spec = get_method(method)
         if "seeds" not in spec.needs:
             raise InputError(f"the method '{method}' takes no seeds; an interactive session needs a seeded method (graphcut)")
@@ -65,6 +78,8 @@ class SeededSession:
         self.params = coerce_params(spec, params)
         self.image = sitk.Cast(require_3d_scalar(image, "the image"), sitk.sitkFloat32)
         self.postprocess = postprocess or PostprocessOptions()
+        self.prior = prior
+        self.previous: Optional[PreviousCut] = None
         self._cache: Dict[Any, Any] = {}
         self.last: Optional[SegmentationResult] = None
         self.seconds = []
@@ -75,10 +90,17 @@ class SeededSession:
         from ..pipeline import segment
 
         t0 = time.perf_counter()
-        result = segment([self.image], self.method, self.params, seeds=seeds, postprocess=self.postprocess, method_cache=self._cache)
+        result = segment(
+            [self.image], self.method, self.params, seeds=seeds, postprocess=self.postprocess, method_cache=self._cache,
+            prior=self.prior, previous=self.previous,
+        )
         self.seconds.append(time.perf_counter() - t0)
         self.last = result
         self._seeds = seeds
+        label_map = result.provenance.extra.get("seed_label_map")  # {seed value: label}, labels 1..K-1 in order
+        if label_map:
+            objects = tuple(int(v) for v in sorted(label_map, key=label_map.get))
+            self.previous = PreviousCut(sitk.GetArrayFromImage(result.labels), sitk.GetArrayFromImage(seeds), objects)
         return result
 
     def most_uncertain_point(

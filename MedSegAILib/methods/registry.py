@@ -44,6 +44,12 @@ class MethodRequest:
     cache : dict or None
         Kept between calls on the same image by an interactive session (what does not depend
         on the seeds: contrast sigma, the geodesic graph); None for a one-off run.
+    prior : sitk.Image or None
+        Label probabilities on the input grid that a seeded method may start from (one
+        component per label, background first), e.g. a deep model's posterior.
+    previous : object or None
+        The previous result of an interactive session (graphcut: a
+        :class:`~MedSegAILib.methods.classical.guidance.PreviousCut`).
     allow_out_of_domain : bool
         Segment an input that a model's domain check finds unlike its training data (deep).
     keep_probabilities : bool
@@ -59,6 +65,8 @@ class MethodRequest:
     device: str = "auto"
     progress: Progress = field(default_factory=Progress)
     cache: Optional[Dict[str, Any]] = None
+    prior: Optional[sitk.Image] = None
+    previous: Optional[Any] = None
     allow_out_of_domain: bool = False
     keep_probabilities: bool = True
 

@@ -11,6 +11,11 @@ the same, so later strokes reuse what does not depend on the seeds.
 
 One segment is the background: the one named "background" (any case), else the last visible
 segment (as a user who paints the background last has it), unless the effect names another.
+
+With a model chosen ("Start from model"), the session's prior is that model's answer on the
+whole source volume (run once, with its domain check), its classes matched to the object
+segments by name (:func:`~MedSegAILib.interactive.model_prior.classes_for_segments`) and
+resampled onto the clipped region the editor hands over.
 """
 
 from __future__ import annotations
@@ -52,16 +57,21 @@ def seeds_for_cut(merged: np.ndarray, background: int) -> Tuple[np.ndarray, list
 class GraphCutPreview:
     """Turns the effect's inputs into its preview, keeping a session per image geometry."""
 
-    def __init__(self, params: Optional[dict] = None) -> None:
+    def __init__(self, params: Optional[dict] = None, model: Optional[str] = None) -> None:
         self.params = dict(params or {})
+        self.model = model or None
         self.session = None
         self._key = None
         self.last_uncertainty = None
 
-    def compute(self, source, merged, mask=None, *, background: int) -> "object":
+    def compute(self, source, merged, mask=None, *, background: int, segment_names: Sequence[str] = (), full_source=None) -> "object":
         """The preview labelmap (a ``vtkOrientedImageData`` with the merged labelmap's extent
         and geometry) for source intensities ``source``, merged seeds ``merged`` and the
-        editor's ``mask`` (all ``vtkOrientedImageData`` on one geometry)."""
+        editor's ``mask`` (all ``vtkOrientedImageData`` on one geometry).
+
+        With a model: ``segment_names`` are the visible segments' names (merged value n + 1
+        is segment n) and ``full_source`` the whole source volume the model runs on (the
+        clipped ``source`` when None)."""
         import SimpleITK as sitk
         from vtk.util import numpy_support
 
@@ -74,9 +84,16 @@ class GraphCutPreview:
         image = sitk_from_oriented_image(source)
         if tuple(image.GetSize()) != merged_arr.shape[::-1]:
             raise InputError("the source volume and the segments are not on one grid")
-        key = (image.GetSize(), image.GetOrigin(), image.GetSpacing(), image.GetDirection(), tuple(sorted(self.params.items())))
+        key = (image.GetSize(), image.GetOrigin(), image.GetSpacing(), image.GetDirection(), tuple(sorted(self.params.items())), tuple(value_of))
         if self.session is None or key != self._key:
-            self.session, self._key = SeededSession(image, "graphcut", self.params), key
+            prior = None
+            if self.model:
+                from ..interactive.model_prior import prior_for_segments
+
+                names = [segment_names[v - 1] if 0 < v <= len(segment_names) else f"Segment {v}" for v in value_of[1:]]
+                whole = sitk_from_oriented_image(full_source) if full_source is not None else image
+                prior = prior_for_segments(sitk.Cast(whole, sitk.sitkFloat32), self.model, names, grid=image)
+            self.session, self._key = SeededSession(image, "graphcut", self.params, prior=prior), key
         seeds = sitk.GetImageFromArray(seeds_arr)
         seeds.CopyInformation(image)
         result = self.session.update(seeds)

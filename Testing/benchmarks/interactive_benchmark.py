@@ -10,6 +10,10 @@ Protocol (the same rules for both methods):
   the region, labelled with the right answer. All seeds so far go into every update.
 - "hint" variant (MedSegAI only): the stroke goes to the session's most uncertain point
   (no reference needed to find it), labelled with the right answer there, as a ball of radius 2.
+- "+ model" variant (MedSegAI, hippocampus sets): the session starts from the shipped model
+  hippocampus_single's probabilities (the prior; run once per case, its time counted in the
+  first update). The benchmark's cases are in that model's validation split (checked against
+  its card): it never trained on them.
 
 Sets: hippocampus crops from ../shared/data (the last 20 cases by name; whole hippocampus,
 anterior, posterior), the CT liver (TotalSegmentator label 5 on ct/example_ct_sm.nii.gz
@@ -103,17 +107,36 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 # --- the two methods -------------------------------------------------------------------------------
 
 
+PRIOR_MODEL = "hippocampus_single"
+#: The model classes that make up each set's object (the prior's groups).
+PRIOR_GROUPS = {"hippocampus (whole)": [[1, 2]], "hippocampus anterior": [[1]], "hippocampus posterior": [[2]]}
+
+
+def check_held_out(case_names):
+    """The prior model never trained on the benchmark's cases (its card lists what it did)."""
+    card = json.loads((REPO / "Resources" / "Models" / PRIOR_MODEL / "model.json").read_text())
+    trained = set(card["training"]["train_cases"])
+    overlap = sorted(set(case_names) & trained)
+    if overlap:
+        raise SystemExit(f"{PRIOR_MODEL} trained on benchmark cases {overlap[:3]}...; the prior variant would not be held out")
+
+
 class Ours:
     name = "MedSegAI"
 
-    def __init__(self, image: sitk.Image):
+    def __init__(self, image: sitk.Image, groups=None):
         self.image = image
+        self.groups = groups
         self.session = SeededSession(image, "graphcut")
 
     def update(self, seeds: np.ndarray):
         img = sitk.GetImageFromArray(seeds.astype(np.uint16))
         img.CopyInformation(self.image)
         t0 = time.perf_counter()
+        if self.groups is not None and self.session.prior is None:
+            from MedSegAILib.interactive.model_prior import model_prior
+
+            self.session.prior = model_prior(self.image, PRIOR_MODEL, self.groups)
         result = self.session.update(img)
         return sitk.GetArrayFromImage(result.labels) > 0, time.perf_counter() - t0
 
@@ -162,10 +185,10 @@ def simulate(method, ref: np.ndarray, rounds: int, *, hint: bool = False):
 # --- the sets ----------------------------------------------------------------------------------------
 
 
-def load_sets(names):
+def load_sets(names, n_cases=20):
     sets = {}
     if "hippocampus" in names:
-        cases = sorted((SHARED_DATA / "hippocampus" / "imagesTr").glob("*.nii.gz"))[-20:]
+        cases = sorted((SHARED_DATA / "hippocampus" / "imagesTr").glob("*.nii.gz"))[-n_cases:]
         for set_name, pick in (("hippocampus (whole)", lambda a: a > 0), ("hippocampus anterior", lambda a: a == 1), ("hippocampus posterior", lambda a: a == 2)):
             sets[set_name] = [
                 (p.name.split(".")[0], sitk.ReadImage(str(p)), pick(sitk.GetArrayFromImage(sitk.ReadImage(str(SHARED_DATA / "hippocampus" / "labelsTr" / p.name)))))
@@ -213,20 +236,33 @@ def main():
     ap.add_argument("--sets", default="hippocampus,ct,tumour")
     ap.add_argument("--setup-peer", action="store_true")
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--no-model", action="store_true", help="skip the '+ model' variant (the hippocampus model as the prior)")
+    ap.add_argument("--cases", type=int, default=20, help="hippocampus cases (the last N by name)")
     args = ap.parse_args()
     if args.setup_peer or (not args.no_peer and not (PEER_VENV / "bin" / "python").exists()):
         subprocess.check_call([sys.executable, "-m", "venv", str(PEER_VENV)])
         subprocess.check_call([str(PEER_VENV / "bin" / "pip"), "install", "-q", "itk-growcut"])
-    sets = load_sets(args.sets.split(","))
+    sets = load_sets(args.sets.split(","), args.cases)
     report = {"protocol": __doc__.split("Sets:")[0].strip(), "rounds": args.rounds, "sets": {}}
     for set_name, cases in sets.items():
         rounds = args.rounds if "CT" not in set_name else min(args.rounds, 5)
         entry = {"cases": [c[0] for c in cases], "rounds": rounds}
-        for label, make, hint in (("MedSegAI", lambda img, work: Ours(img), False), ("MedSegAI hint", lambda img, work: Ours(img), True), ("FastGrowCut", Peer, False)):
+        groups = PRIOR_GROUPS.get(set_name)
+        variants = (
+            ("MedSegAI", lambda img, work: Ours(img), False),
+            ("MedSegAI hint", lambda img, work: Ours(img), True),
+            ("MedSegAI + model", lambda img, work: Ours(img, groups), False),
+            ("FastGrowCut", Peer, False),
+        )
+        for label, make, hint in variants:
             if label == "FastGrowCut" and args.no_peer:
                 continue
             if label == "MedSegAI hint" and "CT" in set_name:
                 continue
+            if label == "MedSegAI + model":
+                if groups is None or args.no_model:
+                    continue
+                check_held_out(entry["cases"])
             curves, secs = [], []
             rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             for name, image, ref in cases:

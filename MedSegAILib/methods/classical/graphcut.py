@@ -9,7 +9,7 @@ alpha-expansion (several), coarse-to-fine on large volumes.
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -21,8 +21,9 @@ from ...core.errors import InputError
 from ...core.result import MethodOutput
 from ...uncertainty.entropy import entropy_by_slab, probabilities_image, uncertainty_image
 from ..registry import MethodRequest
-from .banded import MODES, check_full_solve_fits, solve_potts_grid
+from .banded import MODES, check_full_solve_fits, coarse_factors, solve_potts_grid
 from .energy import contrast_sigma, import_maxflow
+from .guidance import PreviousCut, check_prior, level_factors, prior_unary, stability_unary
 
 # Unary costs are clipped here (nats) so that one outlier intensity cannot outvote its
 # neighbourhood without bound.
@@ -224,6 +225,11 @@ def seeded_graph_cut(
     band_width: int = -1,
     mf_iterations: int = 10,
     max_memory_gb: float = 0.0,
+    prior_weight: float = 2.0,
+    stability: float = 2.0,
+    stability_mm: float = 10.0,
+    prior: Optional[sitk.Image] = None,
+    previous: Optional[PreviousCut] = None,
     progress=None,
     cache=None,
     keep_probabilities: bool = True,
@@ -259,6 +265,16 @@ def seeded_graph_cut(
         Banded is coarse-to-fine (see :mod:`.banded`); auto is banded above 2 million voxels.
     coarse_voxels, band_width, mf_iterations, max_memory_gb
         See :func:`~.banded.solve_potts_grid`.
+    prior_weight : float, default 2.0
+        Weight of ``prior`` (nats per unit of -log probability).
+    stability, stability_mm : float, default 2.0 and 10.0
+        With ``previous``: nats a voxel pays for leaving its previous label, reached at
+        ``stability_mm`` mm and beyond from the seeds that changed (see :mod:`.guidance`).
+    prior : sitk.Image or None
+        Label probabilities on the image grid, one component per label (background first,
+        then the object seed values ascending), e.g. a deep model's posterior.
+    previous : PreviousCut or None
+        The previous update's labels and seeds (an interactive session passes them).
     progress : Progress or None
     cache : dict or None
         Kept by an interactive session between updates (contrast sigma, geodesic graph).
@@ -295,8 +311,8 @@ def seeded_graph_cut(
         raise InputError(f"mode must be one of {', '.join(MODES)}, got '{mode}'")
     if solver not in ("graphcut", "icm"):
         raise InputError(f"solver must be 'graphcut' or 'icm', got '{solver}'")
-    if lam < 0 or sigma < 0 or geodesic_weight < 0:
-        raise InputError("lam, sigma and geodesic_weight must not be negative")
+    if min(lam, sigma, geodesic_weight, prior_weight, stability, stability_mm) < 0:
+        raise InputError("lam, sigma, geodesic_weight, prior_weight, stability and stability_mm must not be negative")
     if solver == "graphcut":
         import_maxflow()
     index, objects, background = check_seeds(image, seeds, background_label)
@@ -318,17 +334,34 @@ def seeded_graph_cut(
         if "contrast_sigma" not in cache:
             cache["contrast_sigma"] = contrast_sigma(arr)
         sig = cache["contrast_sigma"]
-    spatial = None
-    if geodesic_weight > 0:
+    prior_arr = check_prior(prior, image, k) if prior is not None and prior_weight > 0 else None
+    use_previous = previous is not None and stability > 0
+    guided = {"prior": prior_arr is not None, "previous": False}
 
-        def spatial(level_arr, level_spacing, level_seeds):
+    def spatial(level_arr, level_spacing, level_seeds):
+        factors = level_factors(arr.shape, level_arr.shape, coarse_factors(arr.shape, spacing, coarse_voxels))
+        out = np.zeros(level_arr.shape + (k,), np.float32)
+        if geodesic_weight > 0:
             key = ("geodesic_graph", level_arr.shape, tuple(float(s) for s in level_spacing), sig)
             if key not in cache:
                 cache[key] = geodesic_graph(level_arr, level_spacing, sig)
             d = geodesic_seed_distances(level_arr, level_spacing, level_seeds, k, sig, graph=cache[key])
             d -= d.min(axis=-1, keepdims=True)
             np.nan_to_num(d, copy=False, nan=MAX_UNARY, posinf=MAX_UNARY)
-            return np.minimum(geodesic_weight * d, MAX_UNARY).astype(np.float32)
+            out += np.minimum(geodesic_weight * d, MAX_UNARY)
+        if prior_arr is not None:
+            out += prior_unary(prior_arr, factors, prior_weight)
+        if use_previous:
+            cost = stability_unary(
+                previous, sitk.GetArrayViewFromImage(seeds), objects, factors, level_spacing, stability=stability, stability_mm=stability_mm
+            )
+            if cost is not None:
+                out += cost
+                guided["previous"] = True
+        return out
+
+    if geodesic_weight <= 0 and prior_arr is None and not use_previous:
+        spatial = None
 
     labels, marg, info = solve_potts_grid(
         arr, spacing, unary, k, weight=lam, sigma=sig, seeds=index, solver=solver, mode=mode,
@@ -348,7 +381,8 @@ def seeded_graph_cut(
     params: Dict = dict(
         background_label=background_label, lam=lam, sigma=sigma, intensity_model=intensity_model, bins=bins,
         geodesic_weight=geodesic_weight, seed_connected=seed_connected, solver=solver, mode=mode, coarse_voxels=coarse_voxels,
-        band_width=band_width, mf_iterations=mf_iterations, max_memory_gb=max_memory_gb,
+        band_width=band_width, mf_iterations=mf_iterations, max_memory_gb=max_memory_gb, prior_weight=prior_weight,
+        stability=stability, stability_mm=stability_mm,
     )
     extra = {
         "seed_label_map": {str(v): i + 1 for i, v in enumerate(objects)},
@@ -356,6 +390,8 @@ def seeded_graph_cut(
         "sigma_used": sig,
         "intensity_model": model,
         "dropped_unseeded_voxels": dropped,
+        "prior_used": guided["prior"],
+        "previous_cut_used": guided["previous"],
         "solve": info,
     }
     return MethodOutput(labels=label_img, classes=classes, probabilities=prob_img, uncertainty=unc, parameters=params, extra=extra)
@@ -364,6 +400,6 @@ def seeded_graph_cut(
 def run(request: MethodRequest) -> MethodOutput:
     """Registry adapter: seeded graph cut of channel 0 with ``request.seeds``."""
     return seeded_graph_cut(
-        request.channels[0], request.seeds, progress=request.progress, cache=request.cache,
-        keep_probabilities=request.keep_probabilities, **request.params,
+        request.channels[0], request.seeds, prior=request.prior, previous=request.previous, progress=request.progress,
+        cache=request.cache, keep_probabilities=request.keep_probabilities, **request.params,
     )

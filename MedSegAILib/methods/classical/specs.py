@@ -187,7 +187,8 @@ register(
         "for several objects), coarse-to-fine on large volumes; uncertainty from mean-field marginals",
         needs=("seeds",),
         defaults={"background_label": 0, "lam": 6.0, "sigma": 0.0, "intensity_model": "gaussian", "bins": 64, "geodesic_weight": 0.1,
-                  "seed_connected": True, "solver": "graphcut", **_SOLVE_DEFAULTS},
+                  "seed_connected": True, "solver": "graphcut", "prior_weight": 2.0, "stability": 2.0, "stability_mm": 10.0,
+                  **_SOLVE_DEFAULTS},
         parameters={
             "background_label": ParameterInfo(
                 "Background seed label",
@@ -231,6 +232,32 @@ register(
             "seed_connected": ParameterInfo(
                 "Keep only seeded regions",
                 "When on, object regions that are not connected to a seed of their own label are given to background.",
+            ),
+            "prior_weight": ParameterInfo(
+                "Model prior weight",
+                "How strongly a prior (a model's label probabilities, when one is given) pulls the cut towards the "
+                "model's answer; the strokes always win where they are painted; 0 ignores the prior.",
+                minimum=0.0,
+                maximum=20.0,
+                step=0.5,
+            ),
+            "stability": ParameterInfo(
+                "Stability",
+                "In an interactive session, how strongly the previous result is kept away from the latest strokes, "
+                "so that a stroke corrects its surroundings without moving boundaries elsewhere; 0 recomputes "
+                "everything from the seeds alone.",
+                minimum=0.0,
+                maximum=20.0,
+                step=0.5,
+            ),
+            "stability_mm": ParameterInfo(
+                "Stroke reach",
+                "Distance from a new stroke within which the result may change freely; beyond it the previous result "
+                "is held with the full stability weight.",
+                unit="mm",
+                minimum=0.0,
+                maximum=200.0,
+                step=1.0,
             ),
             "solver": _SOLVER,
             **_SOLVE_PARAMETERS,
