@@ -272,3 +272,34 @@ def test_effect_preview_starts_from_a_model_named_in_the_effect(shared_data):
     np.testing.assert_array_equal(out == 2, expected == 1)
     ref = sitk.GetArrayFromImage(label) > 0
     assert 2.0 * ((out == 2) & ref).sum() / ((out == 2).sum() + ref.sum()) > 0.85
+
+
+def test_a_large_volumes_update_solves_the_box_around_the_stroke_and_matches_the_held_reference(shared_data):
+    """Above ``local_update_voxels`` an update holds the previous labels outside the box around
+    the changed seeds and solves the box alone; the whole volume solved with the same held
+    voxels is the reference (brain1: 1.6 M voxels, both solved at full resolution)."""
+    from MedSegAILib.methods.classical.guidance import PreviousCut
+
+    image = sitk.ReadImage(str(shared_data / "mr_tumor" / "brain1_image.nrrd"))
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data / "mr_tumor" / "brain1_label.nrrd"))) > 0
+    assert image.GetNumberOfPixels() > 1_000_000  # above the default: local updates
+    session = SeededSession(image, "graphcut")
+    seeds_arr = round0_seeds(ref)
+    first = session.update(_seed_image(seeds_arr.astype(np.uint16), image))
+    assert "local_box_zyx" not in first.provenance.extra["solve"]  # nothing to be local about yet
+    for _ in range(2):
+        corrective_stroke(seeds_arr, sitk.GetArrayFromImage(session.last.labels) > 0, ref)
+        previous = session.previous
+        seeds = _seed_image(seeds_arr.astype(np.uint16), image)
+        result = session.update(seeds)
+        (z0, z1), (y0, y1), (x0, x1) = result.provenance.extra["solve"]["local_box_zyx"]
+        box = (slice(z0, z1), slice(y0, y1), slice(x0, x1))
+        inside = np.zeros(ref.shape, bool)
+        inside[box] = True
+        assert inside.sum() < ref.size // 4 and (previous.seeds != seeds_arr)[~inside].sum() == 0
+        labels = sitk.GetArrayFromImage(result.labels)
+        np.testing.assert_array_equal(labels[~inside], previous.labels[~inside])
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(result.uncertainty)[~inside], previous.uncertainty[~inside])
+        held = segment([image], "graphcut", seeds=seeds, previous=PreviousCut(previous.labels, previous.seeds, previous.objects))
+        np.testing.assert_array_equal(labels, sitk.GetArrayFromImage(held.labels))
+        assert (labels != previous.labels)[inside].any()  # the box was solved again

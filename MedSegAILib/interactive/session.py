@@ -100,7 +100,9 @@ class SeededSession:
         label_map = result.provenance.extra.get("seed_label_map")  # {seed value: label}, labels 1..K-1 in order
         if label_map:
             objects = tuple(int(v) for v in sorted(label_map, key=label_map.get))
-            self.previous = PreviousCut(sitk.GetArrayFromImage(result.labels), sitk.GetArrayFromImage(seeds), objects)
+            self.previous = PreviousCut(
+                sitk.GetArrayFromImage(result.labels), sitk.GetArrayFromImage(seeds), objects, sitk.GetArrayFromImage(result.uncertainty)
+            )
         return result
 
     def most_uncertain_point(

@@ -54,14 +54,18 @@ def region_statistics(labels: sitk.Image, intensity: Optional[sitk.Image] = None
     del stats
     if not ids:
         return {}
-    arr = sitk.GetArrayViewFromImage(labels)
+    # Only the box that holds every label is read (the labels' union of bounding boxes).
+    lo = [min(figures[v][1][2 * a] for v in ids) for a in range(3)]  # x, y, z
+    hi = [max(figures[v][1][2 * a + 1] for v in ids) for a in range(3)]
+    arr = sitk.GetArrayViewFromImage(labels)[lo[2] : hi[2] + 1, lo[1] : hi[1] + 1, lo[0] : hi[0] + 1]
     top = max(ids) + 1
     sums = np.zeros((3, top), dtype=np.float64)  # sum of x, y, z index per label
-    # Each voxel's row and column index, for one plane (reused by every plane).
-    rows = np.repeat(np.arange(arr.shape[1], dtype=np.float64), arr.shape[2])
-    cols = np.tile(np.arange(arr.shape[2], dtype=np.float64), arr.shape[1])
-    for z in range(arr.shape[0]):
-        plane = arr[z].ravel().astype(np.intp)  # bincount's own conversion, once a plane
+    # Each voxel's row and column index, for one plane of the box (reused by every plane).
+    rows = np.repeat(np.arange(lo[1], hi[1] + 1, dtype=np.float64), arr.shape[2])
+    cols = np.tile(np.arange(lo[0], hi[0] + 1, dtype=np.float64), arr.shape[1])
+    for zi in range(arr.shape[0]):
+        z = lo[2] + zi
+        plane = arr[zi].ravel().astype(np.intp)  # bincount's own conversion, once a plane
         counts = np.bincount(plane, minlength=top)[:top]
         if not counts[1:].any():
             continue

@@ -22,6 +22,9 @@ resampled to 1 mm, about 10 million voxels), the two brain tumours (mr_tumor/bra
 Peer: ``itk-growcut`` in its own venv (.venv-peers/growcut; ``--setup-peer`` creates it), run
 through classical_peer_growcut.py once per update (its reported time is the filter's alone).
 MedSegAI runs in process; its time is the whole update (cut, uncertainty, instances).
+On volumes above the graph cut's ``local_update_voxels`` (the CT, the tumours) an update solves
+the box around the new stroke only; each such update is also solved over the whole volume with
+the same held voxels (untimed) and the voxels where the two differ are reported.
 
     .venv/bin/python Testing/benchmarks/interactive_benchmark.py [--rounds 10] [--sets hippocampus,ct,tumour]
 
@@ -128,6 +131,7 @@ class Ours:
         self.image = image
         self.groups = groups
         self.session = SeededSession(image, "graphcut")
+        self.reference_differ = []  # voxels in which each local update differs from its reference
 
     def update(self, seeds: np.ndarray):
         img = sitk.GetImageFromArray(seeds.astype(np.uint16))
@@ -137,8 +141,18 @@ class Ours:
             from MedSegAILib.interactive.model_prior import model_prior
 
             self.session.prior = model_prior(self.image, PRIOR_MODEL, self.groups)
+        previous = self.session.previous
         result = self.session.update(img)
-        return sitk.GetArrayFromImage(result.labels) > 0, time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        if "local_box_zyx" in result.provenance.extra["solve"]:
+            # A local update (large volumes): against the whole volume solved with the same held voxels.
+            from MedSegAILib.methods.classical.guidance import PreviousCut
+            from MedSegAILib.pipeline import segment
+
+            held = PreviousCut(previous.labels, previous.seeds, previous.objects)
+            full = segment([self.session.image], "graphcut", self.session.params, seeds=img, prior=self.session.prior, previous=held)
+            self.reference_differ.append(int((sitk.GetArrayViewFromImage(full.labels) != sitk.GetArrayViewFromImage(result.labels)).sum()))
+        return sitk.GetArrayFromImage(result.labels) > 0, seconds
 
 
 class Peer:
@@ -263,7 +277,7 @@ def main():
                 if groups is None or args.no_model:
                     continue
                 check_held_out(entry["cases"])
-            curves, secs = [], []
+            curves, secs, differ = [], [], []
             rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             for name, image, ref in cases:
                 with tempfile.TemporaryDirectory() as work:
@@ -271,7 +285,12 @@ def main():
                     c, s = simulate(method, ref, rounds, hint=hint)
                 curves.append(c)
                 secs.append(s)
+                differ += getattr(method, "reference_differ", [])
             entry[label] = summarise(curves, secs, rounds)
+            if differ:
+                n = int(np.prod(cases[0][1].GetSize()))
+                entry[label]["local_updates"] = {"count": len(differ), "voxels_differing_from_reference_max": max(differ),
+                                                 "voxels_differing_from_reference_median": float(np.median(differ)), "voxels_of_first_case": n}
             if label.startswith("MedSegAI"):
                 entry[label]["peak_rss_mb_process"] = round(max(rss0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024, 1)
             print(f"{set_name:<24} {label:<14} " + " ".join(f"{v:.3f}" for v in entry[label]["mean_dice_per_round"][:6])

@@ -23,11 +23,15 @@ from ...uncertainty.entropy import entropy_by_slab, probabilities_image, uncerta
 from ..registry import MethodRequest
 from .banded import MODES, check_full_solve_fits, coarse_factors, solve_potts_grid
 from .energy import contrast_sigma, import_maxflow
-from .guidance import PreviousCut, check_prior, level_factors, prior_unary, stability_unary
+from .guidance import PreviousCut, check_prior, grow_box, hold_outside, level_factors, local_region, prior_unary, stability_unary
 
 # Unary costs are clipped here (nats) so that one outlier intensity cannot outvote its
 # neighbourhood without bound.
 MAX_UNARY = 20.0
+
+#: A local update re-solves this many ``stability_mm`` beyond the changed seeds: there the
+#: stability term has reached 1 - exp(-3) = 95 % of its weight.
+LOCAL_MARGIN = 3.0
 
 
 def check_seeds(image: sitk.Image, seeds: sitk.Image, background_label: int = 0) -> Tuple[np.ndarray, List[int], int]:
@@ -228,6 +232,7 @@ def seeded_graph_cut(
     prior_weight: float = 2.0,
     stability: float = 2.0,
     stability_mm: float = 10.0,
+    local_update_voxels: int = 1_000_000,
     prior: Optional[sitk.Image] = None,
     previous: Optional[PreviousCut] = None,
     progress=None,
@@ -270,6 +275,11 @@ def seeded_graph_cut(
     stability, stability_mm : float, default 2.0 and 10.0
         With ``previous``: nats a voxel pays for leaving its previous label, reached at
         ``stability_mm`` mm and beyond from the seeds that changed (see :mod:`.guidance`).
+    local_update_voxels : int, default 1,000,000
+        With ``previous``: on a volume of more voxels an update is local. Outside the box around
+        the seeds that changed (``LOCAL_MARGIN * stability_mm`` beyond them) the previous labels
+        are held, and when ``previous`` has its uncertainty (and ``keep_probabilities`` is off)
+        only the box is solved. 0: every update may change the whole volume.
     prior : sitk.Image or None
         Label probabilities on the image grid, one component per label (background first,
         then the object seed values ascending), e.g. a deep model's posterior.
@@ -335,54 +345,93 @@ def seeded_graph_cut(
             cache["contrast_sigma"] = contrast_sigma(arr)
         sig = cache["contrast_sigma"]
     prior_arr = check_prior(prior, image, k) if prior is not None and prior_weight > 0 else None
+    raw_seeds = sitk.GetArrayViewFromImage(seeds)
     use_previous = previous is not None and stability > 0
     guided = {"prior": prior_arr is not None, "previous": False}
 
-    def spatial(level_arr, level_spacing, level_seeds):
-        factors = level_factors(arr.shape, level_arr.shape, coarse_factors(arr.shape, spacing, coarse_voxels))
-        out = np.zeros(level_arr.shape + (k,), np.float32)
-        if geodesic_weight > 0:
-            key = ("geodesic_graph", level_arr.shape, tuple(float(s) for s in level_spacing), sig)
-            if key not in cache:
-                cache[key] = geodesic_graph(level_arr, level_spacing, sig)
-            d = geodesic_seed_distances(level_arr, level_spacing, level_seeds, k, sig, graph=cache[key])
-            d -= d.min(axis=-1, keepdims=True)
-            np.nan_to_num(d, copy=False, nan=MAX_UNARY, posinf=MAX_UNARY)
-            out += np.minimum(geodesic_weight * d, MAX_UNARY)
-        if prior_arr is not None:
-            out += prior_unary(prior_arr, factors, prior_weight)
-        if use_previous:
-            cost = stability_unary(
-                previous, sitk.GetArrayViewFromImage(seeds), objects, factors, level_spacing, stability=stability, stability_mm=stability_mm
-            )
-            if cost is not None:
-                out += cost
-                guided["previous"] = True
-        return out
+    def make_spatial(region_shape, region_prior, region_previous, region_raw, keep_graph=True):
+        """The spatial unary of the region solved (the volume, or a box of it)."""
+        if geodesic_weight <= 0 and region_prior is None and region_previous is None:
+            return None
+        coarse = coarse_factors(region_shape, spacing, coarse_voxels)
 
-    if geodesic_weight <= 0 and prior_arr is None and not use_previous:
-        spatial = None
+        def spatial(level_arr, level_spacing, level_seeds):
+            factors = level_factors(region_shape, level_arr.shape, coarse)
+            out = np.zeros(level_arr.shape + (k,), np.float32)
+            if geodesic_weight > 0:
+                key = ("geodesic_graph", level_arr.shape, tuple(float(s) for s in level_spacing), sig)
+                graph = cache.get(key)
+                if graph is None:
+                    graph = geodesic_graph(level_arr, level_spacing, sig)
+                    if keep_graph:  # a box's graph is not: each update's box is another
+                        cache[key] = graph
+                d = geodesic_seed_distances(level_arr, level_spacing, level_seeds, k, sig, graph=graph)
+                d -= d.min(axis=-1, keepdims=True)
+                np.nan_to_num(d, copy=False, nan=MAX_UNARY, posinf=MAX_UNARY)
+                out += np.minimum(geodesic_weight * d, MAX_UNARY)
+            if region_prior is not None:
+                out += prior_unary(region_prior, factors, prior_weight)
+            if region_previous is not None:
+                cost = stability_unary(region_previous, region_raw, objects, factors, level_spacing, stability=stability, stability_mm=stability_mm)
+                if cost is not None:
+                    out += cost
+                    guided["previous"] = True
+            return out
 
-    labels, marg, info = solve_potts_grid(
-        arr, spacing, unary, k, weight=lam, sigma=sig, seeds=index, solver=solver, mode=mode,
-        coarse_voxels=coarse_voxels, band_width=band_width, mf_iterations=mf_iterations,
-        max_memory_gb=max_memory_gb, spatial_unary=spatial, progress=progress,
+        return spatial
+
+    solve = dict(
+        weight=lam, sigma=sig, solver=solver, mode=mode, coarse_voxels=coarse_voxels, band_width=band_width,
+        mf_iterations=mf_iterations, max_memory_gb=max_memory_gb, progress=progress,
     )
+    # A large volume's update is local: outside the box around the seeds that changed
+    # (LOCAL_MARGIN * stability_mm beyond them, where the stability term has reached 95 % of its
+    # weight) the previous labels are held. With the previous uncertainty at hand only the box
+    # (and one layer of held voxels around it) is solved; without it, the whole volume with the
+    # same held voxels: the reference the box must match.
+    box = None
+    if use_previous and 0 < local_update_voxels < n_voxels and previous.fits(raw_seeds, objects):
+        box = local_region(previous, raw_seeds, spacing, LOCAL_MARGIN * stability_mm)
+        if box is not None and np.prod([b.stop - b.start for b in box]) > n_voxels // 2:
+            box = None  # most of the volume: solve it all
+    crop = box is not None and previous.uncertainty is not None and not keep_probabilities
+    if not crop:
+        held = index if box is None else hold_outside(index, previous.labels, box)
+        labels, marg, info = solve_potts_grid(
+            arr, spacing, unary, k, seeds=held, spatial_unary=make_spatial(arr.shape, prior_arr, previous if use_previous else None, raw_seeds),
+            **solve,
+        )
+        unc_arr = None if marg is None else entropy_by_slab(marg)
+    else:
+        outer = grow_box(box, 1, arr.shape)
+        inner = tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, outer))
+        sub = np.ascontiguousarray(arr[outer])
+        sub_labels, sub_marg, info = solve_potts_grid(
+            sub, spacing, unary, k, seeds=hold_outside(index[outer], previous.labels[outer], inner),
+            spatial_unary=make_spatial(sub.shape, None if prior_arr is None else prior_arr[outer], previous.crop(outer), raw_seeds[outer], keep_graph=False),
+            **solve,
+        )
+        labels = previous.labels.copy()
+        labels[box] = sub_labels[inner]
+        unc_arr = previous.uncertainty.copy()
+        if sub_marg is not None:
+            unc_arr[box] = entropy_by_slab(np.ascontiguousarray(sub_marg[inner]))
+        marg = None
+    if box is not None:
+        info["local_box_zyx"] = [[b.start, b.stop] for b in box]
     dropped = keep_seed_connected(labels, index, marg) if seed_connected else 0
     label_img = sitk.GetImageFromArray(labels.astype(np.uint8))
     label_img.CopyInformation(image)
-    prob_img = unc = None
-    if marg is not None:
-        unc = uncertainty_image(entropy_by_slab(marg), image)
-        prob_img = probabilities_image(marg, image) if keep_probabilities else None
-        marg = None
+    unc = None if unc_arr is None else uncertainty_image(unc_arr, image)
+    prob_img = probabilities_image(marg, image) if marg is not None and keep_probabilities else None
+    marg = None
     colors = distinct_colors(len(objects))
     classes = [ClassInfo(i + 1, f"Seed label {v}", colors[i]) for i, v in enumerate(objects)]
     params: Dict = dict(
         background_label=background_label, lam=lam, sigma=sigma, intensity_model=intensity_model, bins=bins,
         geodesic_weight=geodesic_weight, seed_connected=seed_connected, solver=solver, mode=mode, coarse_voxels=coarse_voxels,
         band_width=band_width, mf_iterations=mf_iterations, max_memory_gb=max_memory_gb, prior_weight=prior_weight,
-        stability=stability, stability_mm=stability_mm,
+        stability=stability, stability_mm=stability_mm, local_update_voxels=local_update_voxels,
     )
     extra = {
         "seed_label_map": {str(v): i + 1 for i, v in enumerate(objects)},

@@ -44,11 +44,22 @@ class PreviousCut:
         The seed labelmap it was solved with, as painted (0 unpainted).
     objects : tuple of int
         The object seed values of ``labels`` 1..K-1; a cut with other objects ignores it.
+    uncertainty : ndarray (z, y, x) float32 or None
+        Its uncertainty; with it, a large volume's update can re-solve a box around the
+        changed seeds only (:func:`local_region`) and keep the rest.
     """
 
     labels: np.ndarray
     seeds: np.ndarray
     objects: Tuple[int, ...]
+    uncertainty: Optional[np.ndarray] = None
+
+    def fits(self, seeds: np.ndarray, objects: Sequence[int]) -> bool:
+        """Whether it belongs to a cut of ``seeds`` (same grid) with the same object labels."""
+        return self.labels.shape == seeds.shape and self.seeds.shape == seeds.shape and tuple(self.objects) == tuple(objects)
+
+    def crop(self, box: Tuple[slice, slice, slice]) -> "PreviousCut":
+        return PreviousCut(self.labels[box], self.seeds[box], self.objects, None if self.uncertainty is None else self.uncertainty[box])
 
 
 def check_prior(prior: sitk.Image, image: sitk.Image, n_labels: int) -> np.ndarray:
@@ -103,7 +114,7 @@ def stability_unary(
 
     ``seeds`` is this update's seed labelmap as painted, ``objects`` its object seed values."""
     n_labels = len(objects) + 1
-    if previous.labels.shape != seeds.shape or previous.seeds.shape != seeds.shape or tuple(previous.objects) != tuple(objects):
+    if not previous.fits(seeds, objects):
         return None
     changed = (previous.seeds != seeds).astype(np.uint8)
     labels = previous.labels.astype(np.int16)
@@ -119,3 +130,31 @@ def stability_unary(
     own = labels.reshape(-1)
     cost.reshape(-1, n_labels)[np.arange(own.size), own] = 0.0
     return cost
+
+
+def local_region(previous: PreviousCut, seeds: np.ndarray, spacing_zyx: Sequence[float], margin_mm: float) -> Optional[Tuple[slice, slice, slice]]:
+    """The box (z, y, x slices) holding every seed that changed since ``previous``, grown by
+    ``margin_mm`` on each side and clipped to the volume; None when no seed changed."""
+    changed = previous.seeds != seeds
+    box = []
+    for axis, (step, n) in enumerate(zip(spacing_zyx, seeds.shape)):
+        hit = np.flatnonzero(changed.any(axis=tuple(a for a in range(3) if a != axis)))
+        if hit.size == 0:
+            return None
+        grow = int(np.ceil(float(margin_mm) / float(step)))
+        box.append(slice(max(int(hit[0]) - grow, 0), min(int(hit[-1]) + grow + 1, int(n))))
+    return tuple(box)
+
+
+def grow_box(box: Tuple[slice, slice, slice], voxels: int, shape: Sequence[int]) -> Tuple[slice, slice, slice]:
+    """``box`` grown by ``voxels`` on each side, clipped to ``shape``."""
+    return tuple(slice(max(b.start - voxels, 0), min(b.stop + voxels, int(n))) for b, n in zip(box, shape))
+
+
+def hold_outside(index: np.ndarray, labels: np.ndarray, box: Tuple[slice, slice, slice]) -> np.ndarray:
+    """Seeds that hold the previous ``labels`` outside ``box``: a copy of the seed index
+    (-1 unseeded) whose unseeded voxels outside the box take the previous label. ``box`` is
+    relative to the arrays given."""
+    out = np.where(index < 0, labels.astype(index.dtype), index)
+    out[box] = index[box]
+    return out

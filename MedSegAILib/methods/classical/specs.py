@@ -188,6 +188,7 @@ register(
         needs=("seeds",),
         defaults={"background_label": 0, "lam": 6.0, "sigma": 0.0, "intensity_model": "gaussian", "bins": 64, "geodesic_weight": 0.1,
                   "seed_connected": True, "solver": "graphcut", "prior_weight": 2.0, "stability": 2.0, "stability_mm": 10.0,
+                  "local_update_voxels": 1_000_000,
                   **_SOLVE_DEFAULTS},
         parameters={
             "background_label": ParameterInfo(
@@ -258,6 +259,15 @@ register(
                 minimum=0.0,
                 maximum=200.0,
                 step=1.0,
+            ),
+            "local_update_voxels": ParameterInfo(
+                "Local updates above",
+                "In an interactive session, volumes with more voxels than this re-solve only a box around the "
+                "latest strokes (three stroke reaches beyond them) and keep the rest of the previous result, which "
+                "makes updates of large volumes fast; 0 always solves the whole volume.",
+                unit="voxels",
+                minimum=0,
+                maximum=2_000_000_000,
             ),
             "solver": _SOLVER,
             **_SOLVE_PARAMETERS,
