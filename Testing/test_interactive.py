@@ -303,3 +303,34 @@ def test_a_large_volumes_update_solves_the_box_around_the_stroke_and_matches_the
         held = segment([image], "graphcut", seeds=seeds, previous=PreviousCut(previous.labels, previous.seeds, previous.objects))
         np.testing.assert_array_equal(labels, sitk.GetArrayFromImage(held.labels))
         assert (labels != previous.labels)[inside].any()  # the box was solved again
+
+
+def test_effect_shows_the_previews_uncertainty_in_one_volume_node(shared_data):
+    pytest.importorskip("slicer", reason="slicer-core is needed")
+    from MedSegAILib.slicer_bridge import segmentation_node as sn
+    from MedSegAILib.slicer_bridge.seeded_effect import GraphCutPreview
+
+    slicer = sn.import_slicer()
+    scene = slicer.vtkMRMLScene()
+    image, label = _case(shared_data, "hippocampus_003")
+    ref = sitk.GetArrayFromImage(label) > 0
+    seeds_arr = _round0_seeds(label)
+    source = sn.oriented_image_from_sitk(sitk.Cast(image, sitk.sitkFloat32))
+    preview = GraphCutPreview()
+    assert preview.show_uncertainty(scene) is None  # nothing previewed yet
+
+    def merged_of(arr):
+        return sn.oriented_image_from_sitk(_seed_image(np.where(arr == 2, 1, np.where(arr == 1, 2, 0)).astype(np.uint8), image))
+
+    preview.compute(source, merged_of(seeds_arr), None, background=1)
+    node = preview.show_uncertainty(scene)
+    shown = sitk.GetArrayFromImage(sn.volume_node_to_sitk(node))
+    np.testing.assert_allclose(shown, sitk.GetArrayFromImage(preview.last_uncertainty))
+    assert shown.max() > 0.3 and np.allclose(node.GetSpacing(), image.GetSpacing())
+    display = node.GetDisplayNode()
+    assert display.GetApplyThreshold() == 1 and display.GetLowerThreshold() == pytest.approx(sn.UNCERTAINTY_DISPLAY_THRESHOLD)
+    corrective_stroke(seeds_arr, sn._array_from_image_data(preview.compute(source, merged_of(seeds_arr), None, background=1)) == 2, ref)
+    preview.compute(source, merged_of(seeds_arr), None, background=1)
+    again = preview.show_uncertainty(scene, node)
+    assert again is node and scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 1  # filled in place, after every preview
+    np.testing.assert_allclose(sitk.GetArrayFromImage(sn.volume_node_to_sitk(node)), sitk.GetArrayFromImage(preview.last_uncertainty))

@@ -48,6 +48,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
         self.clippedMaskImageDataRequired = True
         self.extentGrowthRatio = 0.2  # as Grow from seeds: room around the seeds for the cut to grow
         self._preview = None
+        self._uncertaintyNode = None
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -70,6 +71,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
             <li><dfn>Start from model</dfn>: a model's segmentation is the starting point and
             the strokes correct it (segments named after the model's classes, or one segment
             for all of them).
+            <li><dfn>Show uncertainty</dfn> overlays where the preview is unsure.
             <li><dfn>Where next?</dfn> moves the views to where the result is least certain: a
             stroke there helps most.
             <li>Click <dfn>Apply</dfn> to keep the preview.
@@ -80,6 +82,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
 
     def reset(self):
         self._preview = None
+        self._removeUncertaintyNode()
         if hasattr(self, "backgroundLabel"):
             self.backgroundLabel.text = ""
         AbstractScriptedSegmentEditorAutoCompleteEffect.reset(self)
@@ -114,6 +117,11 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
             self.priorModelComboBox.setItemData(self.priorModelComboBox.count - 1, choice.summary, qt.Qt.ToolTipRole)
         self.scriptedEffect.addLabeledOptionsWidget(_("Start from model:"), self.priorModelComboBox)
         self.priorModelComboBox.connect("currentIndexChanged(int)", self.onPriorModelChanged)
+
+        self.showUncertaintyCheckBox = qt.QCheckBox(_("Show uncertainty"))
+        self.showUncertaintyCheckBox.setToolTip(_("Overlay the preview's uncertainty on the slice views (bright: the cut is unsure there)."))
+        self.showUncertaintyCheckBox.connect("toggled(bool)", self.onShowUncertaintyToggled)
+        self.scriptedEffect.addOptionsWidget(self.showUncertaintyCheckBox)
 
         self.whereNextButton = qt.QPushButton(_("Where next?"))
         self.whereNextButton.setToolTip(_("Move the slice views to where the preview is least certain: a stroke there helps most."))
@@ -157,6 +165,26 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
         self._preview = None  # another prior is a new session
         if self.getPreviewNode():
             self.delayedAutoUpdateTimer.start()
+
+    def _removeUncertaintyNode(self):
+        node = getattr(self, "_uncertaintyNode", None)
+        self._uncertaintyNode = None
+        if node is not None and slicer.mrmlScene.IsNodePresent(node):
+            slicer.mrmlScene.RemoveNode(node)
+
+    def _updateUncertaintyOverlay(self):
+        if not self.showUncertaintyCheckBox.checked or self._preview is None:
+            return
+        node = self._uncertaintyNode if self._uncertaintyNode is not None and slicer.mrmlScene.IsNodePresent(self._uncertaintyNode) else None
+        self._uncertaintyNode = self._preview.show_uncertainty(slicer.mrmlScene, node)
+        if self._uncertaintyNode is not None:
+            slicer.util.setSliceViewerLayers(foreground=self._uncertaintyNode, foregroundOpacity=0.5)
+
+    def onShowUncertaintyToggled(self, checked):
+        if checked:
+            self._updateUncertaintyOverlay()
+        elif self._uncertaintyNode is not None:
+            slicer.util.setSliceViewerLayers(foreground=None)
 
     def onWhereNext(self):
         ras = self._preview.hint_ras() if self._preview is not None else None
@@ -203,3 +231,4 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
         outputLabelmap.SetImageToWorldMatrix(imageToWorld)
         logging.info(f"MedSegAI graph cut on {'x'.join(str(d) for d in mergedImage.GetDimensions())} voxels: {time.time() - start:.2f} s")
         self.whereNextButton.enabled = True
+        self._updateUncertaintyOverlay()

@@ -109,6 +109,16 @@ class GraphCutPreview:
         out.GetPointData().SetScalars(scalars)
         return out
 
+    def show_uncertainty(self, scene, node=None):
+        """The last preview's uncertainty (0-1, on the clipped region's grid) in a scalar volume
+        node drawn with the inferno table where it is above the display threshold; ``node`` is
+        filled in place when given. None before the first preview."""
+        if self.last_uncertainty is None:
+            return None
+        from .segmentation_node import uncertainty_image_to_volume_node
+
+        return uncertainty_image_to_volume_node(self.last_uncertainty, scene, "MedSegAI graph cut uncertainty", node=node)
+
     def hint_ras(self) -> Optional[Tuple[float, float, float]]:
         """RAS point (mm) of the most uncertain place of the last preview, for "Where next?"."""
         if self.session is None:

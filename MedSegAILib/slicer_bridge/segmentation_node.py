@@ -337,7 +337,13 @@ def uncertainty_to_volume_node(result: SegmentationResult, scene, name: str = "M
     """The per-voxel uncertainty as a scalar volume (window 0..1) shown with an inferno colour
     table, thresholded at :data:`UNCERTAINTY_DISPLAY_THRESHOLD` so that voxels without
     uncertainty are transparent (inferno's 0 is black and would darken the whole image)."""
-    node = sitk_to_volume_node(sitk.Cast(result.uncertainty, sitk.sitkFloat32), scene, name)
+    return uncertainty_image_to_volume_node(result.uncertainty, scene, name)
+
+
+def uncertainty_image_to_volume_node(uncertainty: sitk.Image, scene, name: str = "MedSegAI uncertainty", *, node=None):
+    """:func:`uncertainty_to_volume_node` of an uncertainty image (0-1), filling ``node`` in
+    place when given (the Segment Editor effect's overlay, after every preview)."""
+    node = sitk_to_volume_node(sitk.Cast(uncertainty, sitk.sitkFloat32), scene, name, node=node)
     display = node.GetDisplayNode()
     if display is None:
         display = scene.AddNewNodeByClass("vtkMRMLScalarVolumeDisplayNode")
