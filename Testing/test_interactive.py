@@ -264,9 +264,16 @@ def test_effect_preview_starts_from_a_model_named_in_the_effect(shared_data):
     merged_arr = np.where(seeds_arr == 2, 1, np.where(seeds_arr == 1, 2, 0)).astype(np.uint8)  # segment 0 "Background"
     merged = sn.oriented_image_from_sitk(_seed_image(merged_arr, image))
     source = sn.oriented_image_from_sitk(sitk.Cast(image, sitk.sitkFloat32))
-    preview = GraphCutPreview(model="hippocampus_single")
+    cache = {}
+    preview = GraphCutPreview(model="hippocampus_single", prior_cache=cache)
     out = sn._array_from_image_data(preview.compute(source, merged, None, background=1, segment_names=["Background", "Hippocampus"], full_source=source))
-    assert preview.session.prior is not None
+    assert preview.session.prior is not None and list(cache) == [("hippocampus_single", ("Hippocampus",))]
+    # Slicer resets the effect when the seeds' extent grows: a new preview with the effect's cache
+    # does not run the model again.
+    again = GraphCutPreview(model="hippocampus_single", prior_cache=cache)
+    blank = sn.oriented_image_from_sitk(sitk.Cast(image * 0, sitk.sitkFloat32))  # the model would refuse it (or answer otherwise)
+    again.compute(source, merged, None, background=1, segment_names=["Background", "Hippocampus"], full_source=blank)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(again.session.prior), sitk.GetArrayFromImage(preview.session.prior))
     prior = prior_for_segments(sitk.Cast(image, sitk.sitkFloat32), "hippocampus_single", ["Hippocampus"], grid=image)
     expected = sitk.GetArrayFromImage(SeededSession(image, prior=prior).update(_seed_image(seeds_arr, image)).labels)
     np.testing.assert_array_equal(out == 2, expected == 1)
@@ -334,3 +341,44 @@ def test_effect_shows_the_previews_uncertainty_in_one_volume_node(shared_data):
     again = preview.show_uncertainty(scene, node)
     assert again is node and scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 1  # filled in place, after every preview
     np.testing.assert_allclose(sitk.GetArrayFromImage(sn.volume_node_to_sitk(node)), sitk.GetArrayFromImage(preview.last_uncertainty))
+
+
+def test_a_banded_solve_holds_each_voxels_own_previous_label(shared_data):
+    """Coarse-to-fine, the band's voxels must weigh their own previous label, not their block's
+    most frequent one (which moved 760 of 3,353 voxels onto the block grid with no new stroke)."""
+    from MedSegAILib.methods.classical.graphcut import seeded_graph_cut
+    from MedSegAILib.methods.classical.guidance import PreviousCut
+
+    image, label = _case(shared_data, "hippocampus_003")
+    previous_labels = (sitk.GetArrayFromImage(label) > 0).astype(np.uint8)  # a boundary off any block grid
+    seeds_arr = _round0_seeds(label).astype(np.uint16)
+    previous = PreviousCut(previous_labels, seeds_arr.copy(), (1,))
+    moved = {}
+    for mode in ("full", "banded"):
+        out = seeded_graph_cut(
+            image, _seed_image(seeds_arr, image), previous=previous, stability=20.0, mode=mode, coarse_voxels=8000,
+            local_update_voxels=0, keep_probabilities=False,
+        )
+        assert out.extra["solve"]["factors"] == ([1, 1, 1] if mode == "full" else [2, 2, 2])
+        moved[mode] = int((sitk.GetArrayFromImage(out.labels) != previous_labels).sum())
+    assert moved["banded"] <= moved["full"] + 20, moved
+
+
+def test_the_held_reference_keeps_the_previous_uncertainty_outside_the_box(shared_data):
+    """The whole-volume solve with held voxels (a caller that keeps probabilities) reports the
+    same uncertainty as the box-only update: the previous one outside the box."""
+    from MedSegAILib.methods.classical.graphcut import seeded_graph_cut
+
+    image = sitk.ReadImage(str(shared_data / "mr_tumor" / "brain2_image.nrrd"))
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data / "mr_tumor" / "brain2_label.nrrd"))) > 0
+    session = SeededSession(image, "graphcut")
+    seeds_arr = round0_seeds(ref)
+    session.update(_seed_image(seeds_arr.astype(np.uint16), image))
+    corrective_stroke(seeds_arr, sitk.GetArrayFromImage(session.last.labels) > 0, ref)
+    previous = session.previous
+    seeds = _seed_image(seeds_arr.astype(np.uint16), image)
+    local = session.update(seeds)
+    whole = seeded_graph_cut(sitk.Cast(image, sitk.sitkFloat32), seeds, previous=previous, keep_probabilities=True)
+    assert whole.probabilities is not None and "local_box_zyx" in whole.extra["solve"]
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(whole.labels), sitk.GetArrayFromImage(local.labels))
+    np.testing.assert_allclose(sitk.GetArrayFromImage(whole.uncertainty), sitk.GetArrayFromImage(local.uncertainty), atol=1e-6)

@@ -49,6 +49,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
         self.extentGrowthRatio = 0.2  # as Grow from seeds: room around the seeds for the cut to grow
         self._preview = None
         self._uncertaintyNode = None
+        self._priorCache = {}  # the model's answer on the whole source volume, kept across resets
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -90,6 +91,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
 
     def sourceVolumeNodeChanged(self):
         self._preview = None  # another image on the same grid must not reuse the session
+        self._priorCache = {}
 
     def setupOptionsFrame(self):
         AbstractScriptedSegmentEditorAutoCompleteEffect.setupOptionsFrame(self)
@@ -112,7 +114,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
         _ensureLibraryOnPath()
         from MedSegAILib.runs.model_choices import shipped_model_choices
 
-        for choice in shipped_model_choices():
+        try:
+            choices = shipped_model_choices()
+        except Exception as error:  # a broken model folder must not take the effect's options with it
+            logging.warning(f"MedSegAI graph cut: the shipped models could not be listed: {error}")
+            choices = []
+        for choice in choices:
             self.priorModelComboBox.addItem(choice.text, choice.name)
             self.priorModelComboBox.setItemData(self.priorModelComboBox.count - 1, choice.summary, qt.Qt.ToolTipRole)
         self.scriptedEffect.addLabeledOptionsWidget(_("Start from model:"), self.priorModelComboBox)
@@ -145,6 +152,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
         self.smoothnessSlider.blockSignals(wasBlocked)
         model = self.scriptedEffect.parameter("MedSegAIPriorModel") if self.scriptedEffect.parameterDefined("MedSegAIPriorModel") else ""
         wasBlocked = self.priorModelComboBox.blockSignals(True)
+        if model and self.priorModelComboBox.findData(model) < 0:  # a model folder set by a script or a saved scene
+            self.priorModelComboBox.addItem(model, model)
         self.priorModelComboBox.currentIndex = max(self.priorModelComboBox.findData(model), 0)
         self.priorModelComboBox.blockSignals(wasBlocked)
         self.whereNextButton.enabled = self._preview is not None and self.getPreviewNode() is not None
@@ -163,6 +172,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
     def onPriorModelChanged(self, index):
         self.updateMRMLFromGUI()
         self._preview = None  # another prior is a new session
+        self._priorCache = {}
         if self.getPreviewNode():
             self.delayedAutoUpdateTimer.start()
 
@@ -178,6 +188,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
         node = self._uncertaintyNode if self._uncertaintyNode is not None and slicer.mrmlScene.IsNodePresent(self._uncertaintyNode) else None
         self._uncertaintyNode = self._preview.show_uncertainty(slicer.mrmlScene, node)
         if self._uncertaintyNode is not None:
+            parent = self.scriptedEffect.parameterSetNode().GetSegmentationNode().GetParentTransformNode()
+            self._uncertaintyNode.SetAndObserveTransformNodeID(parent.GetID() if parent else None)  # as the preview node
             slicer.util.setSliceViewerLayers(foreground=self._uncertaintyNode, foregroundOpacity=0.5)
 
     def onShowUncertaintyToggled(self, checked):
@@ -219,7 +231,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
         self.backgroundLabel.text = _("Background segment: {name}").format(name=names[background - 1])
         if self._preview is None:
             smoothness = self.scriptedEffect.doubleParameter("MedSegAISmoothness") if self.scriptedEffect.parameterDefined("MedSegAISmoothness") else 6.0
-            self._preview = GraphCutPreview({"lam": smoothness}, model=model or None)
+            self._preview = GraphCutPreview({"lam": smoothness}, model=model or None, prior_cache=self._priorCache)
         start = time.time()
         result = self._preview.compute(
             self.clippedMasterImageData, mergedImage, self.clippedMaskImageData, background=background, segment_names=names,

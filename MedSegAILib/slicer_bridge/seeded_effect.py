@@ -57,9 +57,12 @@ def seeds_for_cut(merged: np.ndarray, background: int) -> Tuple[np.ndarray, list
 class GraphCutPreview:
     """Turns the effect's inputs into its preview, keeping a session per image geometry."""
 
-    def __init__(self, params: Optional[dict] = None, model: Optional[str] = None) -> None:
+    def __init__(self, params: Optional[dict] = None, model: Optional[str] = None, prior_cache: Optional[dict] = None) -> None:
         self.params = dict(params or {})
         self.model = model or None
+        # The model's answer on the whole volume, by (model, object names): kept by the effect
+        # across its resets (Slicer resets the effect whenever the seeds' extent grows).
+        self.prior_cache = {} if prior_cache is None else prior_cache
         self.session = None
         self._key = None
         self.last_uncertainty = None
@@ -88,11 +91,13 @@ class GraphCutPreview:
         if self.session is None or key != self._key:
             prior = None
             if self.model:
-                from ..interactive.model_prior import prior_for_segments
+                from ..interactive.model_prior import prior_for_segments, resample_prior
 
-                names = [segment_names[v - 1] if 0 < v <= len(segment_names) else f"Segment {v}" for v in value_of[1:]]
-                whole = sitk_from_oriented_image(full_source) if full_source is not None else image
-                prior = prior_for_segments(sitk.Cast(whole, sitk.sitkFloat32), self.model, names, grid=image)
+                names = tuple(segment_names[v - 1] if 0 < v <= len(segment_names) else f"Segment {v}" for v in value_of[1:])
+                if (self.model, names) not in self.prior_cache:
+                    whole = sitk_from_oriented_image(full_source) if full_source is not None else image
+                    self.prior_cache[(self.model, names)] = prior_for_segments(sitk.Cast(whole, sitk.sitkFloat32), self.model, names)
+                prior = resample_prior(self.prior_cache[(self.model, names)], image)
             self.session, self._key = SeededSession(image, "graphcut", self.params, prior=prior), key
         seeds = sitk.GetImageFromArray(seeds_arr)
         seeds.CopyInformation(image)

@@ -155,6 +155,7 @@ def solve_potts_grid(
     mf_iterations: int = 10,
     max_memory_gb: float = 0.0,
     spatial_unary: Optional[Callable] = None,
+    fine_spatial_unary: Optional[Callable] = None,
     progress=None,
     max_band_nodes: int = MAX_BAND_NODES,
 ) -> Tuple[np.ndarray, Optional[np.ndarray], Dict]:
@@ -187,6 +188,11 @@ def solve_potts_grid(
     spatial_unary : callable(arr, spacing, seeds) -> (z, y, x, K) float32, or None
         Extra unary costs that depend on position (e.g. geodesic distances to seeds); computed
         once on the coarse grid in banded mode and looked up from it for band voxels.
+    fine_spatial_unary : callable(flat_index (n,)) -> (n, K) float32, or None
+        In banded mode, the position-dependent costs of band voxels at full resolution
+        (indices into ``arr``), called after ``spatial_unary`` has seen the coarse grid; it
+        replaces the coarse lookup there (a term that holds each voxel's own previous label
+        must not see its block's majority).
     progress : Progress or None
     max_band_nodes : int
         A band with more voxels is solved in slabs (:func:`band_slabs`).
@@ -284,7 +290,13 @@ def solve_potts_grid(
         info["band_slabs"] = len(slabs)
         energy = 0.0
         plane = shape[1] * shape[2]
-        band_fn = with_spatial(cextra, f, carr.shape)
+        if fine_spatial_unary is not None:
+
+            def band_fn(values, index):
+                return unary_fn(values, index) + fine_spatial_unary(index)
+
+        else:
+            band_fn = with_spatial(cextra, f, carr.shape)
         for i, (z0, z1) in enumerate(slabs):
             # The slab and one slice either side, whose labels are held fixed.
             lo, hi = max(z0 - 1, 0), min(z1 + 1, shape[0])

@@ -23,7 +23,7 @@ from ...uncertainty.entropy import entropy_by_slab, probabilities_image, uncerta
 from ..registry import MethodRequest
 from .banded import MODES, check_full_solve_fits, coarse_factors, solve_potts_grid
 from .energy import contrast_sigma, import_maxflow
-from .guidance import PreviousCut, check_prior, grow_box, hold_outside, level_factors, local_region, prior_unary, stability_unary
+from .guidance import PreviousCut, check_prior, grow_box, hold_outside, level_factors, local_region, prior_unary, stability_cost, stability_weight
 
 # Unary costs are clipped here (nats) so that one outlier intensity cannot outvote its
 # neighbourhood without bound.
@@ -350,35 +350,57 @@ def seeded_graph_cut(
     guided = {"prior": prior_arr is not None, "previous": False}
 
     def make_spatial(region_shape, region_prior, region_previous, region_raw, keep_graph=True):
-        """The spatial unary of the region solved (the volume, or a box of it)."""
+        """The spatial unary of the region solved (the volume, or a box of it): (term on a
+        solve level's grid, term at full resolution for a banded solve's band voxels), or
+        (None, None) when no term is on."""
         if geodesic_weight <= 0 and region_prior is None and region_previous is None:
-            return None
+            return None, None
         coarse = coarse_factors(region_shape, spacing, coarse_voxels)
+        seen = {}  # the coarse level's pieces, for the band voxels
 
         def spatial(level_arr, level_spacing, level_seeds):
             factors = level_factors(region_shape, level_arr.shape, coarse)
             out = np.zeros(level_arr.shape + (k,), np.float32)
             if geodesic_weight > 0:
                 key = ("geodesic_graph", level_arr.shape, tuple(float(s) for s in level_spacing), sig)
-                graph = cache.get(key)
+                graph = cache.get(key) if keep_graph else None  # a box's graph is not kept: each update's box is another
                 if graph is None:
                     graph = geodesic_graph(level_arr, level_spacing, sig)
-                    if keep_graph:  # a box's graph is not: each update's box is another
+                    if keep_graph:
                         cache[key] = graph
                 d = geodesic_seed_distances(level_arr, level_spacing, level_seeds, k, sig, graph=graph)
                 d -= d.min(axis=-1, keepdims=True)
                 np.nan_to_num(d, copy=False, nan=MAX_UNARY, posinf=MAX_UNARY)
-                out += np.minimum(geodesic_weight * d, MAX_UNARY)
+                geodesic = np.minimum(geodesic_weight * d, MAX_UNARY).astype(np.float32)
+                out += geodesic
+                seen["geodesic"] = geodesic.reshape(-1, k)
             if region_prior is not None:
                 out += prior_unary(region_prior, factors, prior_weight)
             if region_previous is not None:
-                cost = stability_unary(region_previous, region_raw, objects, factors, level_spacing, stability=stability, stability_mm=stability_mm)
-                if cost is not None:
-                    out += cost
+                held = stability_weight(region_previous, region_raw, objects, factors, level_spacing, stability=stability, stability_mm=stability_mm)
+                if held is not None:
+                    out += stability_cost(*held, k)
                     guided["previous"] = True
+                    seen["weight"] = held[0].reshape(-1)
+            seen["shape"], seen["factors"] = level_arr.shape, factors
             return out
 
-        return spatial
+        def fine(index):
+            """Band voxels (flat indices into the region): the coarse geodesic and stability
+            weight of their block, the prior and the previous label of the voxel itself."""
+            z, y, x = np.unravel_index(index, region_shape)
+            f = seen["factors"]
+            block = np.ravel_multi_index((z // f[0], y // f[1], x // f[2]), seen["shape"])
+            out = np.zeros((index.size, k), np.float32)
+            if "geodesic" in seen:
+                out += seen["geodesic"][block]
+            if region_prior is not None:
+                out += prior_unary(region_prior.reshape(-1, k)[index], (1, 1, 1), prior_weight)
+            if "weight" in seen:
+                out += stability_cost(seen["weight"][block], region_previous.labels.reshape(-1)[index], k)
+            return out
+
+        return spatial, fine
 
     solve = dict(
         weight=lam, sigma=sig, solver=solver, mode=mode, coarse_voxels=coarse_voxels, band_width=band_width,
@@ -397,19 +419,22 @@ def seeded_graph_cut(
     crop = box is not None and previous.uncertainty is not None and not keep_probabilities
     if not crop:
         held = index if box is None else hold_outside(index, previous.labels, box)
-        labels, marg, info = solve_potts_grid(
-            arr, spacing, unary, k, seeds=held, spatial_unary=make_spatial(arr.shape, prior_arr, previous if use_previous else None, raw_seeds),
-            **solve,
-        )
+        spatial, fine = make_spatial(arr.shape, prior_arr, previous if use_previous else None, raw_seeds)
+        labels, marg, info = solve_potts_grid(arr, spacing, unary, k, seeds=held, spatial_unary=spatial, fine_spatial_unary=fine, **solve)
         unc_arr = None if marg is None else entropy_by_slab(marg)
+        if box is not None and unc_arr is not None and previous.uncertainty is not None:
+            # The held voxels are seeds of this solve (no doubt); the user's doubt there is the previous one.
+            inside = unc_arr[box].copy()
+            unc_arr[...] = previous.uncertainty
+            unc_arr[box] = inside
     else:
         outer = grow_box(box, 1, arr.shape)
         inner = tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, outer))
         sub = np.ascontiguousarray(arr[outer])
+        spatial, fine = make_spatial(sub.shape, None if prior_arr is None else prior_arr[outer], previous.crop(outer), raw_seeds[outer], keep_graph=False)
         sub_labels, sub_marg, info = solve_potts_grid(
-            sub, spacing, unary, k, seeds=hold_outside(index[outer], previous.labels[outer], inner),
-            spatial_unary=make_spatial(sub.shape, None if prior_arr is None else prior_arr[outer], previous.crop(outer), raw_seeds[outer], keep_graph=False),
-            **solve,
+            sub, spacing, unary, k, seeds=hold_outside(index[outer], previous.labels[outer], inner), spatial_unary=spatial,
+            fine_spatial_unary=fine, **solve,
         )
         labels = previous.labels.copy()
         labels[box] = sub_labels[inner]

@@ -105,12 +105,14 @@ def prior_unary(prior: np.ndarray, factors: Sequence[int], weight: float) -> np.
     return cost.astype(np.float32)
 
 
-def stability_unary(
+def stability_weight(
     previous: PreviousCut, seeds: np.ndarray, objects: Sequence[int], factors: Sequence[int], level_spacing_zyx: Sequence[float], *,
     stability: float, stability_mm: float,
-) -> Optional[np.ndarray]:
-    """The cost of leaving the previous labels, on the level grid; (z, y, x, K) float32, or
-    None when the previous cut does not fit (another grid or other object labels).
+) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """What leaving the previous labels costs, on the level grid: (weight (z, y, x) float32,
+    nats a voxel pays to leave its label; labels (z, y, x) int16, the previous labels there,
+    each block's most frequent on a coarse level), or None when the previous cut does not fit
+    (another grid or other object labels).
 
     ``seeds`` is this update's seed labelmap as painted, ``objects`` its object seed values."""
     n_labels = len(objects) + 1
@@ -121,14 +123,19 @@ def stability_unary(
     if tuple(factors) != (1, 1, 1):
         labels = block_seeds(labels, factors, n_labels)
         changed = (block_mean(changed, factors) > 0).astype(np.uint8)
-    if changed.any():
+    if changed.any() and stability_mm > 0:
         distance = ndimage.distance_transform_edt(changed == 0, sampling=level_spacing_zyx)
-        w = (float(stability) * -np.expm1(-distance / float(stability_mm))).astype(np.float32) if stability_mm > 0 else np.full(labels.shape, stability, np.float32)
+        w = (float(stability) * -np.expm1(-distance / float(stability_mm))).astype(np.float32)
     else:
         w = np.full(labels.shape, stability, np.float32)
-    cost = np.repeat(w[..., None], n_labels, axis=-1)
-    own = labels.reshape(-1)
-    cost.reshape(-1, n_labels)[np.arange(own.size), own] = 0.0
+    return w, labels
+
+
+def stability_cost(weight: np.ndarray, labels: np.ndarray, n_labels: int) -> np.ndarray:
+    """(..., K) float32: ``weight`` for every label but the voxel's own previous one (0)."""
+    cost = np.repeat(weight[..., None], n_labels, axis=-1)
+    flat = cost.reshape(-1, n_labels)
+    flat[np.arange(flat.shape[0]), labels.reshape(-1).astype(np.intp)] = 0.0
     return cost
 
 
