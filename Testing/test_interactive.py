@@ -150,6 +150,8 @@ def test_model_classes_are_matched_to_segments_by_name():
     assert classes_for_segments(classes, ["Hippocampus"]) == [[1, 2]]  # one segment: the whole structure
     with pytest.raises(InputError, match="match no class of the model"):
         classes_for_segments(classes, ["Anterior", "Tumour"])
+    with pytest.raises(InputError, match="several segments match the model class"):
+        classes_for_segments(classes, ["Anterior", "anterior 2"])
     p = np.zeros((4, 5, 6, 3), np.float32)
     p[..., 0], p[..., 1], p[..., 2] = 0.5, 0.3, 0.2
     probs = sitk.GetImageFromArray(p, isVector=True)
@@ -382,3 +384,15 @@ def test_the_held_reference_keeps_the_previous_uncertainty_outside_the_box(share
     assert whole.probabilities is not None and "local_box_zyx" in whole.extra["solve"]
     np.testing.assert_array_equal(sitk.GetArrayFromImage(whole.labels), sitk.GetArrayFromImage(local.labels))
     np.testing.assert_allclose(sitk.GetArrayFromImage(whole.uncertainty), sitk.GetArrayFromImage(local.uncertainty), atol=1e-6)
+
+
+def test_an_update_without_a_new_stroke_keeps_a_large_result_as_it_was(shared_data):
+    image = sitk.ReadImage(str(shared_data / "mr_tumor" / "brain2_image.nrrd"))
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data / "mr_tumor" / "brain2_label.nrrd"))) > 0
+    session = SeededSession(image, "graphcut")
+    seeds = _seed_image(round0_seeds(ref).astype(np.uint16), image)
+    first = session.update(seeds)
+    second = session.update(seeds)  # the editor re-previews without a changed seed
+    assert second.provenance.extra["solve"]["mode"] == "unchanged"
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(second.labels), sitk.GetArrayFromImage(first.labels))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(second.uncertainty), sitk.GetArrayFromImage(first.uncertainty))

@@ -28,7 +28,8 @@ def classes_for_segments(model_classes: Sequence[ClassInfo], object_names: Seque
     ignored), or the classes whose name it starts with ("Anterior 1" takes "Anterior"). A
     single object segment that matches no class takes every class (the whole structure, e.g.
     "Hippocampus" for a model of its anterior and posterior parts). Several segments that
-    match nothing are refused: the model cannot say which is which.
+    match nothing are refused: the model cannot say which is which; so are two segments that
+    match one class.
 
     Returns
     -------
@@ -37,13 +38,19 @@ def classes_for_segments(model_classes: Sequence[ClassInfo], object_names: Seque
     def norm(name: str) -> str:
         return " ".join(str(name).lower().split())
 
+    named = [c for c in model_classes if norm(c.name)]  # a class without a name matches nothing
     groups = []
     for name in object_names:
         n = norm(name)
-        hit = [c.label for c in model_classes if norm(c.name) == n] or [c.label for c in model_classes if n.startswith(norm(c.name))]
+        hit = [c.label for c in named if norm(c.name) == n] or [c.label for c in named if n.startswith(norm(c.name))]
         groups.append(hit)
     if len(object_names) == 1 and not groups[0]:
         return [[c.label for c in model_classes]]
+    claimed = [c for g in groups for c in g]
+    twice = sorted({c for c in claimed if claimed.count(c) > 1})
+    if twice:
+        names = [c.name for c in model_classes if c.label in twice]
+        raise InputError(f"several segments match the model class(es) {', '.join(names)}; name each segment after one class")
     unmatched = [name for name, g in zip(object_names, groups) if not g]
     if unmatched:
         known = ", ".join(c.name for c in model_classes)

@@ -344,7 +344,14 @@ def seeded_graph_cut(
         if "contrast_sigma" not in cache:
             cache["contrast_sigma"] = contrast_sigma(arr)
         sig = cache["contrast_sigma"]
-    prior_arr = check_prior(prior, image, k) if prior is not None and prior_weight > 0 else None
+    prior_arr = None
+    if prior is not None and prior_weight > 0:
+        kept = cache.get("checked_prior")  # a session's prior is checked and read once
+        if kept is not None and kept[0] is prior and kept[1].shape[-1] == k:
+            prior_arr = kept[1]
+        else:
+            prior_arr = check_prior(prior, image, k)
+            cache["checked_prior"] = (prior, prior_arr)
     raw_seeds = sitk.GetArrayViewFromImage(seeds)
     use_previous = previous is not None and stability > 0
     guided = {"prior": prior_arr is not None, "previous": False}
@@ -411,13 +418,19 @@ def seeded_graph_cut(
     # weight) the previous labels are held. With the previous uncertainty at hand only the box
     # (and one layer of held voxels around it) is solved; without it, the whole volume with the
     # same held voxels: the reference the box must match.
-    box = None
+    box, unchanged = None, False
     if use_previous and 0 < local_update_voxels < n_voxels and previous.fits(raw_seeds, objects):
         box = local_region(previous, raw_seeds, spacing, LOCAL_MARGIN * stability_mm)
+        unchanged = box is None  # no seed changed: every voxel is held
         if box is not None and np.prod([b.stop - b.start for b in box]) > n_voxels // 2:
             box = None  # most of the volume: solve it all
     crop = box is not None and previous.uncertainty is not None and not keep_probabilities
-    if not crop:
+    if unchanged:
+        labels = previous.labels.astype(np.uint8)
+        marg = np.eye(k, dtype=np.float32)[labels] if keep_probabilities else None  # the held voxels are certain
+        unc_arr = previous.uncertainty.copy() if previous.uncertainty is not None else np.zeros(labels.shape, np.float32)
+        info = {"mode": "unchanged", "factors": [1, 1, 1], "solved_voxels": 0, "seconds": 0.0}
+    elif not crop:
         held = index if box is None else hold_outside(index, previous.labels, box)
         spatial, fine = make_spatial(arr.shape, prior_arr, previous if use_previous else None, raw_seeds)
         labels, marg, info = solve_potts_grid(arr, spacing, unary, k, seeds=held, spatial_unary=spatial, fine_spatial_unary=fine, **solve)
