@@ -176,6 +176,10 @@ def test_a_prior_must_fit_the_seeds_and_the_method(shared_data):
         segment([image], "graphcut", seeds=seeds, prior=three)
     with pytest.raises(InputError, match="takes no prior"):
         segment([image], "otsu", prior=three)
+    turned = sitk.Compose([sitk.Cast(image * 0 + 0.5, sitk.sitkFloat32)] * 2)
+    turned.SetDirection((-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))  # same size, origin and spacing, another orientation
+    with pytest.raises(InputError, match="the prior is not on the image grid"):
+        segment([image], "graphcut", seeds=seeds, prior=turned)
     bad = sitk.Compose([sitk.Cast(image * 0 + 2.0, sitk.sitkFloat32)] * 2)
     with pytest.raises(InputError, match="probabilities between 0 and 1"):
         segment([image], "graphcut", seeds=seeds, prior=bad)

@@ -25,6 +25,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from ...core.errors import InputError
+from ...io.images import same_grid
 from .banded import block_mean, block_seeds
 
 #: Probabilities are floored here before the log, so one confident zero costs at most
@@ -72,10 +73,7 @@ def check_prior(prior: sitk.Image, image: sitk.Image, n_labels: int) -> np.ndarr
             f"the prior has {n} components but the seeds hold {n_labels} labels (background and {n_labels - 1} "
             "object(s)); give one probability per label, background first"
         )
-    tol = 1e-4 * max(1.0, max(image.GetSpacing()))
-    if prior.GetSize() != image.GetSize() or not np.allclose(prior.GetOrigin(), image.GetOrigin(), atol=tol) or not np.allclose(
-        prior.GetSpacing(), image.GetSpacing(), atol=tol
-    ):
+    if not same_grid(prior, image, tol=1e-4 * max(1.0, max(image.GetSpacing()))):
         raise InputError(f"the prior is not on the image grid (size {prior.GetSize()} vs {image.GetSize()}); resample it first")
     arr = sitk.GetArrayFromImage(prior).astype(np.float32, copy=False)
     if arr.ndim == 3:
@@ -144,18 +142,18 @@ def local_region(previous: PreviousCut, seeds: np.ndarray, spacing_zyx: Sequence
     ``margin_mm`` on each side and clipped to the volume; None when no seed changed."""
     changed = previous.seeds != seeds
     box = []
-    for axis, (step, n) in enumerate(zip(spacing_zyx, seeds.shape)):
+    for axis in range(3):
         hit = np.flatnonzero(changed.any(axis=tuple(a for a in range(3) if a != axis)))
         if hit.size == 0:
             return None
-        grow = int(np.ceil(float(margin_mm) / float(step)))
-        box.append(slice(max(int(hit[0]) - grow, 0), min(int(hit[-1]) + grow + 1, int(n))))
-    return tuple(box)
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return grow_box(tuple(box), [int(np.ceil(float(margin_mm) / float(step))) for step in spacing_zyx], seeds.shape)
 
 
-def grow_box(box: Tuple[slice, slice, slice], voxels: int, shape: Sequence[int]) -> Tuple[slice, slice, slice]:
-    """``box`` grown by ``voxels`` on each side, clipped to ``shape``."""
-    return tuple(slice(max(b.start - voxels, 0), min(b.stop + voxels, int(n))) for b, n in zip(box, shape))
+def grow_box(box: Tuple[slice, slice, slice], voxels, shape: Sequence[int]) -> Tuple[slice, slice, slice]:
+    """``box`` grown by ``voxels`` (one count, or one per axis) on each side, clipped to ``shape``."""
+    grow = [int(voxels)] * 3 if np.isscalar(voxels) else [int(v) for v in voxels]
+    return tuple(slice(max(b.start - g, 0), min(b.stop + g, int(n))) for b, g, n in zip(box, grow, shape))
 
 
 def hold_outside(index: np.ndarray, labels: np.ndarray, box: Tuple[slice, slice, slice]) -> np.ndarray:
