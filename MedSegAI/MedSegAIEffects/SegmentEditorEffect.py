@@ -146,11 +146,11 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
         AbstractScriptedSegmentEditorAutoCompleteEffect.updateGUIFromMRML(self)
         if not hasattr(self, "smoothnessSlider"):
             return
-        value = self.scriptedEffect.doubleParameter("MedSegAISmoothness") if self.scriptedEffect.parameterDefined("MedSegAISmoothness") else 6.0
+        value = self._smoothness()
         wasBlocked = self.smoothnessSlider.blockSignals(True)
         self.smoothnessSlider.value = value
         self.smoothnessSlider.blockSignals(wasBlocked)
-        model = self.scriptedEffect.parameter("MedSegAIPriorModel") if self.scriptedEffect.parameterDefined("MedSegAIPriorModel") else ""
+        model = self._priorModel()
         wasBlocked = self.priorModelComboBox.blockSignals(True)
         if model and self.priorModelComboBox.findData(model) < 0:  # a model folder set by a script or a saved scene
             self.priorModelComboBox.addItem(model, model)
@@ -162,6 +162,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
         AbstractScriptedSegmentEditorAutoCompleteEffect.updateMRMLFromGUI(self)
         self.scriptedEffect.setParameter("MedSegAISmoothness", self.smoothnessSlider.value)
         self.scriptedEffect.setParameter("MedSegAIPriorModel", self.priorModelComboBox.currentData or "")
+
+    def _smoothness(self):
+        return self.scriptedEffect.doubleParameter("MedSegAISmoothness") if self.scriptedEffect.parameterDefined("MedSegAISmoothness") else 6.0
+
+    def _priorModel(self):
+        """The model the cut starts from ("" for none); a string parameter that is empty is not defined."""
+        return self.scriptedEffect.parameter("MedSegAIPriorModel") if self.scriptedEffect.parameterDefined("MedSegAIPriorModel") else ""
 
     def onSmoothnessChanged(self, value):
         self.updateMRMLFromGUI()
@@ -211,7 +218,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
         from MedSegAILib.runs.settings import RunSettings
         from MedSegAILib.slicer_bridge.seeded_effect import GraphCutPreview, background_value
 
-        model = self.scriptedEffect.parameter("MedSegAIPriorModel") if self.scriptedEffect.parameterDefined("MedSegAIPriorModel") else ""
+        model = self._priorModel()
         runs = [RunSettings(method="graphcut")] + ([RunSettings(method="deep", model=model)] if model else [])
         for settings in runs:
             if missing_for_run(settings):
@@ -230,8 +237,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
         background = background_value(names)
         self.backgroundLabel.text = _("Background segment: {name}").format(name=names[background - 1])
         if self._preview is None:
-            smoothness = self.scriptedEffect.doubleParameter("MedSegAISmoothness") if self.scriptedEffect.parameterDefined("MedSegAISmoothness") else 6.0
-            self._preview = GraphCutPreview({"lam": smoothness}, model=model or None, prior_cache=self._priorCache)
+            self._preview = GraphCutPreview({"lam": self._smoothness()}, model=model or None, prior_cache=self._priorCache)
         start = time.time()
         result = self._preview.compute(
             self.clippedMasterImageData, mergedImage, self.clippedMaskImageData, background=background, segment_names=names,

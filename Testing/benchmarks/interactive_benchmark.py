@@ -117,7 +117,10 @@ PRIOR_GROUPS = {"hippocampus (whole)": [[1, 2]], "hippocampus anterior": [[1]], 
 
 def check_held_out(case_names):
     """The prior model never trained on the benchmark's cases (its card lists what it did)."""
-    card = json.loads((REPO / "Resources" / "Models" / PRIOR_MODEL / "model.json").read_text())
+    from MedSegAILib.methods.deep.model_store import read_card
+    from MedSegAILib.resources import models_dir
+
+    card = read_card(models_dir() / PRIOR_MODEL)
     trained = set(card["training"]["train_cases"])
     overlap = sorted(set(case_names) & trained)
     if overlap:
